@@ -1,0 +1,107 @@
+/*
+ * migration-control: the post-copy switchover state machine of this QEMU
+ * fork, as a C ABI over a C++17 implementation.
+ *
+ * The library is pure: no threads, no clocks, no I/O.  QEMU reports what
+ * happened (an McEvent) and the library answers with the next state and
+ * the actions QEMU must take, or rejects the event with a message.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef MIGRATION_CONTROL_H
+#define MIGRATION_CONTROL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped on any incompatible change of this header. */
+#define MC_ABI_VERSION 1
+
+typedef enum McRole {
+    MC_ROLE_SOURCE,
+    MC_ROLE_DESTINATION,
+    MC_ROLE__MAX
+} McRole;
+
+/* The switchover phases.  Names match QEMU's MigrationStatus. */
+typedef enum McState {
+    MC_STATE_ACTIVE,            /* pre-copy (source) / incoming pre-copy */
+    MC_STATE_DEVICE,            /* source: guest stopped, saving device state */
+    MC_STATE_POSTCOPY_DEVICE,   /* package sent/being loaded, not yet acknowledged */
+    MC_STATE_POSTCOPY_ACTIVE,
+    MC_STATE_POSTCOPY_PAUSED,
+    MC_STATE_COMPLETED,
+    MC_STATE_FAILED,
+    MC_STATE__MAX
+} McState;
+
+typedef enum McEvent {
+    MC_EVENT_SWITCHOVER_STARTED,  /* source: guest stopped for switchover */
+    MC_EVENT_PACKAGE_SENT,        /* source: post-copy package written */
+    MC_EVENT_LISTEN,              /* destination: POSTCOPY_LISTEN processed */
+    MC_EVENT_PACKAGE_LOADED,      /* source: PONG 0x42 received */
+    MC_EVENT_RUN,                 /* destination: POSTCOPY_RUN processed */
+    MC_EVENT_LOAD_FAILED,         /* destination: device state load failed */
+    MC_EVENT_CHANNEL_BROKEN,      /* either side: migration channel error */
+    MC_EVENT_ACK_TIMEOUT,         /* source: no acknowledgement in time */
+    MC_EVENT_RECOVERED,           /* either side: post-copy recovery done */
+    MC_EVENT_COMPLETED,           /* either side: all RAM transferred */
+    MC_EVENT__MAX
+} McEvent;
+
+/* Actions QEMU must carry out after a transition; a bit mask. */
+typedef enum McAction {
+    MC_ACTION_NONE          = 0,
+    MC_ACTION_RESUME_SOURCE = 1u << 0, /* re-activate disks, run the source guest */
+    MC_ACTION_KEEP_STOPPED  = 1u << 1, /* destination guest must never run */
+} McAction;
+
+/* Creation flags. */
+#define MC_FLAG_RETURN_PATH (1u << 0) /* the source has a return path */
+
+typedef struct McSwitchover McSwitchover;
+
+typedef struct McTransition {
+    McState from;
+    McState to;
+    uint32_t actions;           /* McAction bits */
+} McTransition;
+
+/* Returns MC_ABI_VERSION of the library actually linked. */
+unsigned mc_abi_version(void);
+
+/* Returns NULL only on invalid arguments or allocation failure. */
+McSwitchover *mc_switchover_new(McRole role, uint32_t flags);
+void mc_switchover_free(McSwitchover *sw);
+
+McState mc_switchover_state(const McSwitchover *sw);
+McRole mc_switchover_role(const McSwitchover *sw);
+
+/*
+ * Apply @event.  On success returns 0, moves to the next state and fills
+ * @out (if not NULL).  If (state, event) is not a valid pair for this role,
+ * returns -1, leaves the state unchanged and writes a NUL-terminated
+ * message into @err (at most @errlen bytes, if @err is not NULL).
+ */
+int mc_switchover_fire(McSwitchover *sw, McEvent event, McTransition *out,
+                       char *err, size_t errlen);
+
+/* Pure table look-up: what firing @event in @state would do. Same returns. */
+int mc_switchover_lookup(McRole role, uint32_t flags, McState state,
+                         McEvent event, McTransition *out,
+                         char *err, size_t errlen);
+
+/* Stable names, as in QEMU's QAPI ("postcopy-device") and the docs. */
+const char *mc_state_name(McState state);
+const char *mc_event_name(McEvent event);
+const char *mc_role_name(McRole role);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MIGRATION_CONTROL_H */
