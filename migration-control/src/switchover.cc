@@ -30,12 +30,16 @@ constexpr uint32_t kKeepStopped = MC_ACTION_KEEP_STOPPED;
 // holds the only complete copy of the machine: every failure resumes it.
 constexpr Row kSourceTable[] = {
     {MC_STATE_ACTIVE,           MC_EVENT_SWITCHOVER_STARTED, Guard::Any,               MC_STATE_DEVICE,           0},
+    {MC_STATE_ACTIVE,           MC_EVENT_SWITCHOVER_FAILED,  Guard::Any,               MC_STATE_FAILED,           kResume},
+    {MC_STATE_DEVICE,           MC_EVENT_COMPLETED,          Guard::Any,               MC_STATE_COMPLETED,        0},
+    {MC_STATE_DEVICE,           MC_EVENT_SWITCHOVER_FAILED,  Guard::Any,               MC_STATE_FAILED,           kResume},
     {MC_STATE_DEVICE,           MC_EVENT_PACKAGE_SENT,       Guard::WithReturnPath,    MC_STATE_POSTCOPY_DEVICE,  0},
     {MC_STATE_DEVICE,           MC_EVENT_PACKAGE_SENT,       Guard::WithoutReturnPath, MC_STATE_POSTCOPY_ACTIVE,  0},
     {MC_STATE_DEVICE,           MC_EVENT_CHANNEL_BROKEN,     Guard::Any,               MC_STATE_FAILED,           kResume},
     {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_PACKAGE_LOADED,     Guard::Any,               MC_STATE_POSTCOPY_ACTIVE,  0},
     {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_CHANNEL_BROKEN,     Guard::Any,               MC_STATE_FAILED,           kResume},
     {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_ACK_TIMEOUT,        Guard::Any,               MC_STATE_FAILED,           kResume},
+    {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_SWITCHOVER_FAILED,  Guard::Any,               MC_STATE_FAILED,           kResume},
     {MC_STATE_POSTCOPY_ACTIVE,  MC_EVENT_CHANNEL_BROKEN,     Guard::Any,               MC_STATE_POSTCOPY_PAUSED,  0},
     {MC_STATE_POSTCOPY_ACTIVE,  MC_EVENT_COMPLETED,          Guard::Any,               MC_STATE_COMPLETED,        0},
     {MC_STATE_POSTCOPY_PAUSED,  MC_EVENT_RECOVERED,          Guard::Any,               MC_STATE_POSTCOPY_ACTIVE,  0},
@@ -63,7 +67,8 @@ constexpr std::array<const char *, MC_STATE__MAX> kStateNames = {
 
 constexpr std::array<const char *, MC_EVENT__MAX> kEventNames = {
     "SwitchoverStarted", "PackageSent", "Listen", "PackageLoaded", "Run",
-    "LoadFailed", "ChannelBroken", "AckTimeout", "Recovered", "Completed",
+    "LoadFailed", "ChannelBroken", "AckTimeout", "SwitchoverFailed",
+    "Recovered", "Completed",
 };
 
 constexpr std::array<const char *, MC_ROLE__MAX> kRoleNames = {
