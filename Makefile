@@ -39,11 +39,11 @@ export:
 check-shim: deps
 	@scripts/check --shim-only
 
-check: build
+check: build stock
 	@scripts/check
 
 # Longer suites: the same tests under KVM too (when /dev/kvm exists).
-check-full: build
+check-full: build stock
 	@scripts/check
 	@if [ -e /dev/kvm ]; then ACCEL=kvm scripts/check; fi
 
