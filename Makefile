@@ -9,7 +9,7 @@ PYTHON := /usr/bin/python3
 QEMU_BIN := $(TOP)/qemu/build/qemu-system-x86_64
 STOCK_BIN := $(STOCK_DIR)/build/qemu-system-x86_64
 
-.PHONY: all deps src build stock export check check-shim check-full demo clean distclean
+.PHONY: all deps src build stock export check check-shim check-full demo bench clean distclean
 
 all: build
 
@@ -46,6 +46,13 @@ check: build stock
 check-full: build stock
 	@scripts/check
 	@if [ -e /dev/kvm ]; then ACCEL=kvm scripts/check; fi
+
+# Switchover downtime, patched vs stock, interleaved; writes docs/benchmarks.md.
+BENCH_RUNS ?= 10
+bench: build stock
+	@$(PYTHON) bench/switchover.py --patched $(QEMU_BIN) --stock $(STOCK_BIN) \
+	    --qemu-src $(TOP)/qemu --runs $(BENCH_RUNS) --markdown docs/benchmarks.md \
+	    --command "make bench BENCH_RUNS=$(BENCH_RUNS)"
 
 demo: build
 	@$(PYTHON) scripts/demo.py --qemu $(QEMU_BIN) --qemu-src $(TOP)/qemu
