@@ -23,33 +23,19 @@ and, with --markdown FILE, to a section of that file.
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
-from qmp import QEMU, QMPError, write_bootsector  # noqa: E402
+from qmp import (QEMU, free_port, guest_args, postcopy_prepare,  # noqa: E402
+                 wait_first_pass, write_bootsector)
 
 
 def ts(event):
     t = event["timestamp"]
     return t["seconds"] + t["microseconds"] / 1e6
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def guest(boot):
-    return ["-accel", "tcg", "-machine", "q35", "-m", "150M",
-            "-drive", f"if=none,id=d0,file={boot},format=raw",
-            "-device", "ide-hd,drive=d0,secs=1,cyls=1,heads=1"]
 
 
 def first(events, name, status=None):
@@ -62,24 +48,14 @@ def first(events, name, status=None):
 def one_run(binary, boot, work, flow):
     port = free_port()
     uri = f"tcp:127.0.0.1:{port}"
-    src = QEMU(binary, "src", work, guest(boot))
-    dst_args = guest(boot) + (["-S"] if flow == "libvirt" else []) + ["-incoming", "defer"]
+    src = QEMU(binary, "src", work, guest_args(boot))
+    dst_args = guest_args(boot) + (["-S"] if flow == "libvirt" else []) + ["-incoming", "defer"]
     dst = QEMU(binary, "dst", work, dst_args)
     try:
-        for side in (src, dst):
-            side.qmp.cmd("migrate-set-capabilities", capabilities=[
-                {"capability": "postcopy-ram", "state": True},
-                {"capability": "events", "state": True}])
-        src.qmp.cmd("migrate-set-parameters", downtime_limit=1)
-        deadline = time.monotonic() + 60
-        while b"B" not in src.serial_bytes():
-            if time.monotonic() > deadline:
-                raise QMPError("guest did not boot")
-            time.sleep(0.01)
+        postcopy_prepare(src, dst)
         dst.qmp.cmd("migrate-incoming", uri=uri)
         src.qmp.cmd("migrate", uri=uri)
-        while src.qmp.cmd("query-migrate").get("ram", {}).get("dirty-sync-count", 0) < 2:
-            time.sleep(0.005)
+        wait_first_pass(src)
         src.qmp.cmd("migrate-start-postcopy")
         src.qmp.wait_migration("postcopy-active", 60)
         if flow == "libvirt":

@@ -7,35 +7,13 @@ where the guest runs at the end."""
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qmp import QEMU, QMPError, write_bootsector  # noqa: E402
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def guest_args(boot, accel):
-    return ["-accel", accel, "-machine", "q35", "-m", "150M",
-            "-drive", f"if=none,id=d0,file={boot},format=raw",
-            "-device", "ide-hd,drive=d0,secs=1,cyls=1,heads=1"]
-
-
-def wait_until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise QMPError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+from qmp import (QEMU, free_port, guest_args, postcopy_prepare,  # noqa: E402
+                 wait_first_pass, write_bootsector)
 
 
 def main():
@@ -61,19 +39,12 @@ def main():
                guest_args(boot, opts.accel) + ["-S", "-incoming", "defer"])
     ok = False
     try:
-        for side in (src, dst):
-            side.qmp.cmd("migrate-set-capabilities", capabilities=[
-                {"capability": "postcopy-ram", "state": True},
-                {"capability": "events", "state": True}])
-        # Never converge in pre-copy: post-copy does the switchover.
-        src.qmp.cmd("migrate-set-parameters", downtime_limit=1)
-        wait_until(lambda: b"B" in src.serial_bytes(), 60, "the guest to boot")
+        postcopy_prepare(src, dst)
         note("source", f"guest running (run state {src.qmp.cmd('query-status')['status']})")
 
         dst.qmp.cmd("migrate-incoming", uri=uri)
         src.qmp.cmd("migrate", uri=uri)
-        wait_until(lambda: src.qmp.cmd("query-migrate").get("ram", {})
-                   .get("dirty-sync-count", 0) >= 2, 60, "the first pre-copy pass")
+        wait_first_pass(src)
         note("source", "migrate-start-postcopy")
         src.qmp.cmd("migrate-start-postcopy")
         # libvirt resumes the destination when the source is in postcopy-active.

@@ -120,6 +120,22 @@ def write_bootsector(qemu_src, path):
         f.write(data)
 
 
+def free_port():
+    """A free TCP port on 127.0.0.1 for the migration stream."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def guest_args(boot, accel="tcg"):
+    """The migration qtests' x86 guest: q35, 150 MiB, the boot sector."""
+    return ["-accel", accel, "-machine", "q35", "-m", "150M",
+            "-drive", f"if=none,id=d0,file={boot},format=raw",
+            "-device", "ide-hd,drive=d0,secs=1,cyls=1,heads=1"]
+
+
 class QEMU:
     def __init__(self, binary, name, workdir, extra=(), env=None):
         self.name = name
@@ -159,3 +175,28 @@ class QEMU:
         except subprocess.TimeoutExpired:
             pass
         self.kill()
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise QMPError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def postcopy_prepare(src, dst):
+    """Enable post-copy (and events) on both sides, make pre-copy never
+    converge so that post-copy does the switchover, wait for the guest."""
+    for side in (src, dst):
+        side.qmp.cmd("migrate-set-capabilities", capabilities=[
+            {"capability": "postcopy-ram", "state": True},
+            {"capability": "events", "state": True}])
+    src.qmp.cmd("migrate-set-parameters", downtime_limit=1)
+    wait_until(lambda: b"B" in src.serial_bytes(), 60, "the guest to boot")
+
+
+def wait_first_pass(src):
+    """Wait until pre-copy has sent all RAM once."""
+    wait_until(lambda: src.qmp.cmd("query-migrate").get("ram", {})
+               .get("dirty-sync-count", 0) >= 2, 60, "the first pre-copy pass")
