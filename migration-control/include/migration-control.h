@@ -36,6 +36,12 @@ typedef enum McState {
     MC_STATE_POSTCOPY_PAUSED,
     MC_STATE_COMPLETED,
     MC_STATE_FAILED,
+    /* Start handshake (MC_FLAG_START_HANDSHAKE) */
+    MC_STATE_POSTCOPY_COMMITTED,   /* source: granted the start, cannot resume */
+    MC_STATE_START_REQUESTED,      /* destination: asked to start, vCPUs stopped */
+    MC_STATE_STARTED,              /* destination: start granted, vCPUs may run */
+    MC_STATE_START_REQUESTED_PAUSED, /* destination: channel broke while asking */
+    MC_STATE_CANCELLED,
     MC_STATE__MAX
 } McState;
 
@@ -51,6 +57,11 @@ typedef enum McEvent {
     MC_EVENT_SWITCHOVER_FAILED,   /* source: local error while switching over */
     MC_EVENT_RECOVERED,           /* either side: post-copy recovery done */
     MC_EVENT_COMPLETED,           /* either side: all RAM transferred */
+    /* Start handshake (MC_FLAG_START_HANDSHAKE) */
+    MC_EVENT_START_REQUESTED,     /* dest: 'cont'/autostart; source: request received */
+    MC_EVENT_START_GRANTED,       /* destination: StartGrant received */
+    MC_EVENT_START_DENIED,        /* destination: StartDeny received */
+    MC_EVENT_CANCEL_REQUESTED,    /* source: migrate_cancel */
     MC_EVENT__MAX
 } McEvent;
 
@@ -59,10 +70,16 @@ typedef enum McAction {
     MC_ACTION_NONE          = 0,
     MC_ACTION_RESUME_SOURCE = 1u << 0, /* re-activate disks, run the source guest */
     MC_ACTION_KEEP_STOPPED  = 1u << 1, /* destination guest must never run */
+    MC_ACTION_SEND_START_REQUEST = 1u << 2, /* dest: send StartRequest */
+    MC_ACTION_SEND_START_GRANT   = 1u << 3, /* source: send StartGrant (committed) */
+    MC_ACTION_SEND_START_DENY    = 1u << 4, /* source: send StartDeny if it can */
+    MC_ACTION_START_VCPUS        = 1u << 5, /* dest: the start is granted */
 } McAction;
 
 /* Creation flags. */
 #define MC_FLAG_RETURN_PATH (1u << 0) /* the source has a return path */
+/* Both sides run the start handshake; requires MC_FLAG_RETURN_PATH. */
+#define MC_FLAG_START_HANDSHAKE (1u << 1)
 
 typedef struct McSwitchover McSwitchover;
 

@@ -10,92 +10,146 @@
 
 namespace {
 
-// A row applies when its guard matches the migration's flags.
-enum class Guard { Any, WithReturnPath, WithoutReturnPath };
-
+// A row applies when the migration has every flag of `need` and none of
+// `without` (MC_FLAG_*).
 struct Row {
     McState from;
     McEvent event;
-    Guard guard;
+    uint32_t need;
+    uint32_t without;
     McState to;
     uint32_t actions;
 };
 
+// Rejections that deserve more than "not valid in this state".
+struct Refusal {
+    McRole role;
+    McState state;
+    McEvent event;
+    const char *why;
+};
+
+constexpr uint32_t kAny = 0;
+constexpr uint32_t kRP = MC_FLAG_RETURN_PATH;
+constexpr uint32_t kHS = MC_FLAG_RETURN_PATH | MC_FLAG_START_HANDSHAKE;
+constexpr uint32_t kNoHS = MC_FLAG_START_HANDSHAKE;   // as `without`
+
 constexpr uint32_t kResume = MC_ACTION_RESUME_SOURCE;
 constexpr uint32_t kKeepStopped = MC_ACTION_KEEP_STOPPED;
+constexpr uint32_t kRequest = MC_ACTION_SEND_START_REQUEST;
+constexpr uint32_t kGrant = MC_ACTION_SEND_START_GRANT;
+constexpr uint32_t kDeny = MC_ACTION_SEND_START_DENY;
+constexpr uint32_t kStart = MC_ACTION_START_VCPUS;
 
 // clang-format off
 // Source: active -> device -> postcopy-device -> postcopy-active -> completed.
 // Until the destination acknowledges the package (PONG 0x42), the source
 // holds the only complete copy of the machine: every failure resumes it.
+// With the start handshake, that holds until the source grants the start
+// (postcopy-committed): it records the commit, then sends StartGrant.
 constexpr Row kSourceTable[] = {
-    {MC_STATE_ACTIVE,           MC_EVENT_SWITCHOVER_STARTED, Guard::Any,               MC_STATE_DEVICE,           0},
-    {MC_STATE_ACTIVE,           MC_EVENT_SWITCHOVER_FAILED,  Guard::Any,               MC_STATE_FAILED,           kResume},
-    {MC_STATE_DEVICE,           MC_EVENT_COMPLETED,          Guard::Any,               MC_STATE_COMPLETED,        0},
-    {MC_STATE_DEVICE,           MC_EVENT_SWITCHOVER_FAILED,  Guard::Any,               MC_STATE_FAILED,           kResume},
-    {MC_STATE_DEVICE,           MC_EVENT_PACKAGE_SENT,       Guard::WithReturnPath,    MC_STATE_POSTCOPY_DEVICE,  0},
-    {MC_STATE_DEVICE,           MC_EVENT_PACKAGE_SENT,       Guard::WithoutReturnPath, MC_STATE_POSTCOPY_ACTIVE,  0},
-    {MC_STATE_DEVICE,           MC_EVENT_CHANNEL_BROKEN,     Guard::Any,               MC_STATE_FAILED,           kResume},
-    {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_PACKAGE_LOADED,     Guard::Any,               MC_STATE_POSTCOPY_ACTIVE,  0},
-    {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_CHANNEL_BROKEN,     Guard::Any,               MC_STATE_FAILED,           kResume},
-    {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_ACK_TIMEOUT,        Guard::Any,               MC_STATE_FAILED,           kResume},
-    {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_SWITCHOVER_FAILED,  Guard::Any,               MC_STATE_FAILED,           kResume},
-    {MC_STATE_POSTCOPY_ACTIVE,  MC_EVENT_CHANNEL_BROKEN,     Guard::Any,               MC_STATE_POSTCOPY_PAUSED,  0},
-    {MC_STATE_POSTCOPY_ACTIVE,  MC_EVENT_COMPLETED,          Guard::Any,               MC_STATE_COMPLETED,        0},
-    {MC_STATE_POSTCOPY_PAUSED,  MC_EVENT_RECOVERED,          Guard::Any,               MC_STATE_POSTCOPY_ACTIVE,  0},
+    // from                      event                        need  without  to                          actions
+    {MC_STATE_ACTIVE,            MC_EVENT_SWITCHOVER_STARTED, kAny, 0,     MC_STATE_DEVICE,              0},
+    {MC_STATE_ACTIVE,            MC_EVENT_SWITCHOVER_FAILED,  kAny, 0,     MC_STATE_FAILED,              kResume},
+    {MC_STATE_DEVICE,            MC_EVENT_COMPLETED,          kAny, 0,     MC_STATE_COMPLETED,           0},
+    {MC_STATE_DEVICE,            MC_EVENT_SWITCHOVER_FAILED,  kAny, 0,     MC_STATE_FAILED,              kResume},
+    {MC_STATE_DEVICE,            MC_EVENT_PACKAGE_SENT,       kRP,  0,     MC_STATE_POSTCOPY_DEVICE,     0},
+    {MC_STATE_DEVICE,            MC_EVENT_PACKAGE_SENT,       kAny, kRP,   MC_STATE_POSTCOPY_ACTIVE,     0},
+    {MC_STATE_DEVICE,            MC_EVENT_CHANNEL_BROKEN,     kAny, 0,     MC_STATE_FAILED,              kResume},
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_PACKAGE_LOADED,     kAny, 0,     MC_STATE_POSTCOPY_ACTIVE,     0},
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CHANNEL_BROKEN,     kAny, 0,     MC_STATE_FAILED,              kResume},
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_ACK_TIMEOUT,        kAny, 0,     MC_STATE_FAILED,              kResume},
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_SWITCHOVER_FAILED,  kAny, 0,     MC_STATE_FAILED,              kResume},
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CANCEL_REQUESTED,   kHS,  0,     MC_STATE_CANCELLED,           kResume | kDeny},
+    // A StartRequest can only follow the PONG on the return path.
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_START_REQUESTED,    kHS,  0,     MC_STATE_FAILED,              kResume | kDeny},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_CHANNEL_BROKEN,     kAny, kNoHS, MC_STATE_POSTCOPY_PAUSED,     0},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_COMPLETED,          kAny, kNoHS, MC_STATE_COMPLETED,           0},
+    // Handshake: nothing was granted, so the destination cannot have run.
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_CHANNEL_BROKEN,     kHS,  0,     MC_STATE_FAILED,              kResume},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_CANCEL_REQUESTED,   kHS,  0,     MC_STATE_CANCELLED,           kResume | kDeny},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_START_REQUESTED,    kHS,  0,     MC_STATE_POSTCOPY_COMMITTED,  kGrant},
+    {MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_START_REQUESTED,   kHS,  0,     MC_STATE_POSTCOPY_COMMITTED,  kGrant},
+    {MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_CHANNEL_BROKEN,    kHS,  0,     MC_STATE_POSTCOPY_PAUSED,     0},
+    {MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_COMPLETED,         kHS,  0,     MC_STATE_COMPLETED,           0},
+    {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kAny, kNoHS, MC_STATE_POSTCOPY_ACTIVE,     0},
+    {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kHS,  0,     MC_STATE_POSTCOPY_COMMITTED,  0},
 };
 
 // Destination: active -> postcopy-device (LISTEN) -> postcopy-active (RUN).
 // Without a return path the source cannot be told, so postcopy-device is
-// skipped exactly as in QEMU 10.0.
+// skipped exactly as in QEMU 10.0.  With the start handshake, the vCPUs
+// never run before StartGrant.
 constexpr Row kDestinationTable[] = {
-    {MC_STATE_ACTIVE,           MC_EVENT_LISTEN,             Guard::WithReturnPath,    MC_STATE_POSTCOPY_DEVICE,  0},
-    {MC_STATE_ACTIVE,           MC_EVENT_LISTEN,             Guard::WithoutReturnPath, MC_STATE_POSTCOPY_ACTIVE,  0},
-    {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_RUN,                Guard::Any,               MC_STATE_POSTCOPY_ACTIVE,  0},
-    {MC_STATE_POSTCOPY_ACTIVE,  MC_EVENT_RUN,                Guard::WithoutReturnPath, MC_STATE_POSTCOPY_ACTIVE,  0},
-    {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_LOAD_FAILED,        Guard::Any,               MC_STATE_FAILED,           kKeepStopped},
-    {MC_STATE_POSTCOPY_DEVICE,  MC_EVENT_CHANNEL_BROKEN,     Guard::Any,               MC_STATE_FAILED,           kKeepStopped},
-    {MC_STATE_POSTCOPY_ACTIVE,  MC_EVENT_LOAD_FAILED,        Guard::Any,               MC_STATE_FAILED,           0},
-    {MC_STATE_POSTCOPY_ACTIVE,  MC_EVENT_CHANNEL_BROKEN,     Guard::Any,               MC_STATE_POSTCOPY_PAUSED,  0},
-    {MC_STATE_POSTCOPY_ACTIVE,  MC_EVENT_COMPLETED,          Guard::Any,               MC_STATE_COMPLETED,        0},
-    {MC_STATE_POSTCOPY_PAUSED,  MC_EVENT_RECOVERED,          Guard::Any,               MC_STATE_POSTCOPY_ACTIVE,  0},
+    // from                      event                        need  without  to                          actions
+    {MC_STATE_ACTIVE,            MC_EVENT_LISTEN,             kRP,  0,     MC_STATE_POSTCOPY_DEVICE,     0},
+    {MC_STATE_ACTIVE,            MC_EVENT_LISTEN,             kAny, kRP,   MC_STATE_POSTCOPY_ACTIVE,     0},
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_RUN,                kAny, 0,     MC_STATE_POSTCOPY_ACTIVE,     0},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_RUN,                kAny, kRP,   MC_STATE_POSTCOPY_ACTIVE,     0},
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_LOAD_FAILED,        kAny, 0,     MC_STATE_FAILED,              kKeepStopped},
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CHANNEL_BROKEN,     kAny, 0,     MC_STATE_FAILED,              kKeepStopped},
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_START_DENIED,       kHS,  0,     MC_STATE_CANCELLED,           kKeepStopped},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_LOAD_FAILED,        kAny, kNoHS, MC_STATE_FAILED,              0},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_CHANNEL_BROKEN,     kAny, kNoHS, MC_STATE_POSTCOPY_PAUSED,     0},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_COMPLETED,          kAny, kNoHS, MC_STATE_COMPLETED,           0},
+    // Handshake: not started yet, and only a grant starts the vCPUs.
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_LOAD_FAILED,        kHS,  0,     MC_STATE_FAILED,              kKeepStopped},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_CHANNEL_BROKEN,     kHS,  0,     MC_STATE_FAILED,              kKeepStopped},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_START_REQUESTED,    kHS,  0,     MC_STATE_START_REQUESTED,     kRequest},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_START_DENIED,       kHS,  0,     MC_STATE_CANCELLED,           kKeepStopped},
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_START_GRANTED,      kHS,  0,     MC_STATE_FAILED,              kKeepStopped},
+    {MC_STATE_START_REQUESTED,   MC_EVENT_START_GRANTED,      kHS,  0,     MC_STATE_STARTED,             kStart},
+    {MC_STATE_START_REQUESTED,   MC_EVENT_START_DENIED,       kHS,  0,     MC_STATE_CANCELLED,           kKeepStopped},
+    {MC_STATE_START_REQUESTED,   MC_EVENT_LOAD_FAILED,        kHS,  0,     MC_STATE_FAILED,              kKeepStopped},
+    // The source may have committed: wait for recovery, still stopped.
+    {MC_STATE_START_REQUESTED,   MC_EVENT_CHANNEL_BROKEN,     kHS,  0,     MC_STATE_START_REQUESTED_PAUSED, 0},
+    {MC_STATE_START_REQUESTED_PAUSED, MC_EVENT_RECOVERED,     kHS,  0,     MC_STATE_START_REQUESTED,     kRequest},
+    {MC_STATE_STARTED,           MC_EVENT_START_GRANTED,      kHS,  0,     MC_STATE_STARTED,             0},
+    {MC_STATE_STARTED,           MC_EVENT_LOAD_FAILED,        kHS,  0,     MC_STATE_FAILED,              0},
+    {MC_STATE_STARTED,           MC_EVENT_CHANNEL_BROKEN,     kHS,  0,     MC_STATE_POSTCOPY_PAUSED,     0},
+    {MC_STATE_STARTED,           MC_EVENT_COMPLETED,          kHS,  0,     MC_STATE_COMPLETED,           0},
+    {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kAny, kNoHS, MC_STATE_POSTCOPY_ACTIVE,     0},
+    {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kHS,  0,     MC_STATE_STARTED,             0},
+};
+
+constexpr Refusal kRefusals[] = {
+    {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_CANCEL_REQUESTED,
+     "the source granted the destination the start, so the destination may "
+     "be running the guest and the source cannot resume it; use post-copy "
+     "recovery (migrate-pause, migrate-recover, migrate with resume) instead"},
+    {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_PAUSED, MC_EVENT_CANCEL_REQUESTED,
+     "the destination may be running the guest, so the source cannot resume "
+     "it; use post-copy recovery (migrate-recover, migrate with resume)"},
 };
 // clang-format on
 
 constexpr std::array<const char *, MC_STATE__MAX> kStateNames = {
     "active", "device", "postcopy-device", "postcopy-active",
-    "postcopy-paused", "completed", "failed",
+    "postcopy-paused", "completed", "failed", "postcopy-committed",
+    "start-requested", "started", "start-requested-paused", "cancelled",
 };
 
 constexpr std::array<const char *, MC_EVENT__MAX> kEventNames = {
     "SwitchoverStarted", "PackageSent", "Listen", "PackageLoaded", "Run",
     "LoadFailed", "ChannelBroken", "AckTimeout", "SwitchoverFailed",
-    "Recovered", "Completed",
+    "Recovered", "Completed", "StartRequested", "StartGranted",
+    "StartDenied", "CancelRequested",
 };
 
 constexpr std::array<const char *, MC_ROLE__MAX> kRoleNames = {
     "source", "destination",
 };
 
-bool guard_holds(Guard g, uint32_t flags)
+bool row_applies(const Row &r, uint32_t flags)
 {
-    const bool rp = (flags & MC_FLAG_RETURN_PATH) != 0;
-    switch (g) {
-    case Guard::Any:
-        return true;
-    case Guard::WithReturnPath:
-        return rp;
-    case Guard::WithoutReturnPath:
-        return !rp;
-    }
-    return false;
+    return (flags & r.need) == r.need && (flags & r.without) == 0;
 }
 
 template <size_t N>
 const Row *find_row(const Row (&table)[N], uint32_t flags, McState s, McEvent e)
 {
     for (const Row &r : table) {
-        if (r.from == s && r.event == e && guard_holds(r.guard, flags)) {
+        if (r.from == s && r.event == e && row_applies(r, flags)) {
             return &r;
         }
     }
@@ -158,6 +212,13 @@ int mc_switchover_lookup(McRole role, uint32_t flags, McState state,
                        ? find_row(kSourceTable, flags, state, event)
                        : find_row(kDestinationTable, flags, state, event);
     if (!r) {
+        for (const Refusal &f : kRefusals) {
+            if (f.role == role && f.state == state && f.event == event) {
+                set_error(err, errlen, "%s refused in state '%s': %s",
+                          mc_event_name(event), mc_state_name(state), f.why);
+                return -1;
+            }
+        }
         set_error(err, errlen, "%s is not valid on the %s in state '%s'",
                   mc_event_name(event), mc_role_name(role), mc_state_name(state));
         return -1;
@@ -172,7 +233,8 @@ int mc_switchover_lookup(McRole role, uint32_t flags, McState state,
 
 McSwitchover *mc_switchover_new(McRole role, uint32_t flags)
 {
-    if (!valid_role(role)) {
+    if (!valid_role(role) ||
+        ((flags & MC_FLAG_START_HANDSHAKE) && !(flags & MC_FLAG_RETURN_PATH))) {
         return nullptr;
     }
     return new (std::nothrow) McSwitchover{role, flags, MC_STATE_ACTIVE};

@@ -32,44 +32,84 @@ struct Expect {
     uint32_t actions;
 };
 
-using Key = std::tuple<McRole, bool, McState, McEvent>;
+struct Flags {
+    bool rp;   // return path
+    bool hs;   // start handshake
+    uint32_t bits() const
+    {
+        return (rp ? MC_FLAG_RETURN_PATH : 0) | (hs ? MC_FLAG_START_HANDSHAKE : 0);
+    }
+    std::string name() const
+    {
+        return !rp ? "no-return-path" : hs ? "handshake" : "return-path";
+    }
+};
 
-// The protocol as the design document states it (docs/devel/migration/
-// postcopy-switchover.rst).  Anything absent must be rejected.
+const Flags kFlagSets[] = {{false, false}, {true, false}, {true, true}};
+
+using Key = std::tuple<McRole, uint32_t, McState, McEvent>;
+
+// The protocol as the design document (docs/devel/migration/
+// postcopy-switchover.rst) and the spin model state it.  Anything absent
+// must be rejected.
 std::map<Key, Expect> expected()
 {
     std::map<Key, Expect> m;
-    for (bool rp : {false, true}) {
+    const uint32_t resume = MC_ACTION_RESUME_SOURCE;
+    const uint32_t stopped = MC_ACTION_KEEP_STOPPED;
+    for (const Flags &f : kFlagSets) {
+        const bool rp = f.rp, hs = f.hs;
         auto src = [&](McState s, McEvent e, McState to, uint32_t a) {
-            m[{MC_ROLE_SOURCE, rp, s, e}] = {to, a};
+            m[{MC_ROLE_SOURCE, f.bits(), s, e}] = {to, a};
         };
         auto dst = [&](McState s, McEvent e, McState to, uint32_t a) {
-            m[{MC_ROLE_DESTINATION, rp, s, e}] = {to, a};
+            m[{MC_ROLE_DESTINATION, f.bits(), s, e}] = {to, a};
         };
+        // Source, switchover core
         src(MC_STATE_ACTIVE, MC_EVENT_SWITCHOVER_STARTED, MC_STATE_DEVICE, 0);
-        src(MC_STATE_ACTIVE, MC_EVENT_SWITCHOVER_FAILED, MC_STATE_FAILED,
-            MC_ACTION_RESUME_SOURCE);
+        src(MC_STATE_ACTIVE, MC_EVENT_SWITCHOVER_FAILED, MC_STATE_FAILED, resume);
         src(MC_STATE_DEVICE, MC_EVENT_COMPLETED, MC_STATE_COMPLETED, 0);
-        src(MC_STATE_DEVICE, MC_EVENT_SWITCHOVER_FAILED, MC_STATE_FAILED,
-            MC_ACTION_RESUME_SOURCE);
+        src(MC_STATE_DEVICE, MC_EVENT_SWITCHOVER_FAILED, MC_STATE_FAILED, resume);
         src(MC_STATE_DEVICE, MC_EVENT_PACKAGE_SENT,
             rp ? MC_STATE_POSTCOPY_DEVICE : MC_STATE_POSTCOPY_ACTIVE, 0);
-        src(MC_STATE_DEVICE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED,
-            MC_ACTION_RESUME_SOURCE);
+        src(MC_STATE_DEVICE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED, resume);
         src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_PACKAGE_LOADED,
             MC_STATE_POSTCOPY_ACTIVE, 0);
-        src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED,
-            MC_ACTION_RESUME_SOURCE);
-        src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_ACK_TIMEOUT, MC_STATE_FAILED,
-            MC_ACTION_RESUME_SOURCE);
+        src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED, resume);
+        src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_ACK_TIMEOUT, MC_STATE_FAILED, resume);
         src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_SWITCHOVER_FAILED, MC_STATE_FAILED,
-            MC_ACTION_RESUME_SOURCE);
-        src(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CHANNEL_BROKEN,
-            MC_STATE_POSTCOPY_PAUSED, 0);
-        src(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_COMPLETED, MC_STATE_COMPLETED, 0);
-        src(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_RECOVERED,
-            MC_STATE_POSTCOPY_ACTIVE, 0);
+            resume);
+        if (!hs) {
+            src(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CHANNEL_BROKEN,
+                MC_STATE_POSTCOPY_PAUSED, 0);
+            src(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_COMPLETED, MC_STATE_COMPLETED, 0);
+            src(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_RECOVERED,
+                MC_STATE_POSTCOPY_ACTIVE, 0);
+        } else {
+            // Source, start handshake
+            const uint32_t deny = MC_ACTION_SEND_START_DENY;
+            const uint32_t grant = MC_ACTION_SEND_START_GRANT;
+            src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_CANCEL_REQUESTED,
+                MC_STATE_CANCELLED, resume | deny);
+            src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_START_REQUESTED,
+                MC_STATE_FAILED, resume | deny);
+            src(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED,
+                resume);
+            src(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CANCEL_REQUESTED,
+                MC_STATE_CANCELLED, resume | deny);
+            src(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_START_REQUESTED,
+                MC_STATE_POSTCOPY_COMMITTED, grant);
+            src(MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_START_REQUESTED,
+                MC_STATE_POSTCOPY_COMMITTED, grant);
+            src(MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_CHANNEL_BROKEN,
+                MC_STATE_POSTCOPY_PAUSED, 0);
+            src(MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_COMPLETED,
+                MC_STATE_COMPLETED, 0);
+            src(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_RECOVERED,
+                MC_STATE_POSTCOPY_COMMITTED, 0);
+        }
 
+        // Destination, switchover core
         dst(MC_STATE_ACTIVE, MC_EVENT_LISTEN,
             rp ? MC_STATE_POSTCOPY_DEVICE : MC_STATE_POSTCOPY_ACTIVE, 0);
         dst(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_RUN, MC_STATE_POSTCOPY_ACTIVE, 0);
@@ -77,41 +117,71 @@ std::map<Key, Expect> expected()
             // Without a return path LISTEN went straight to postcopy-active.
             dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_RUN, MC_STATE_POSTCOPY_ACTIVE, 0);
         }
-        dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED, 0);
-        dst(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED,
-            MC_ACTION_KEEP_STOPPED);
+        dst(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED, stopped);
         dst(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED,
-            MC_ACTION_KEEP_STOPPED);
-        dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CHANNEL_BROKEN,
-            MC_STATE_POSTCOPY_PAUSED, 0);
-        dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_COMPLETED, MC_STATE_COMPLETED, 0);
-        dst(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_RECOVERED,
-            MC_STATE_POSTCOPY_ACTIVE, 0);
+            stopped);
+        if (!hs) {
+            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED, 0);
+            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CHANNEL_BROKEN,
+                MC_STATE_POSTCOPY_PAUSED, 0);
+            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_COMPLETED, MC_STATE_COMPLETED, 0);
+            dst(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_RECOVERED,
+                MC_STATE_POSTCOPY_ACTIVE, 0);
+        } else {
+            // Destination, start handshake
+            dst(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_START_DENIED, MC_STATE_CANCELLED,
+                stopped);
+            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED,
+                stopped);
+            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED,
+                stopped);
+            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_START_REQUESTED,
+                MC_STATE_START_REQUESTED, MC_ACTION_SEND_START_REQUEST);
+            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_START_DENIED, MC_STATE_CANCELLED,
+                stopped);
+            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_START_GRANTED, MC_STATE_FAILED,
+                stopped);
+            dst(MC_STATE_START_REQUESTED, MC_EVENT_START_GRANTED, MC_STATE_STARTED,
+                MC_ACTION_START_VCPUS);
+            dst(MC_STATE_START_REQUESTED, MC_EVENT_START_DENIED, MC_STATE_CANCELLED,
+                stopped);
+            dst(MC_STATE_START_REQUESTED, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED,
+                stopped);
+            dst(MC_STATE_START_REQUESTED, MC_EVENT_CHANNEL_BROKEN,
+                MC_STATE_START_REQUESTED_PAUSED, 0);
+            dst(MC_STATE_START_REQUESTED_PAUSED, MC_EVENT_RECOVERED,
+                MC_STATE_START_REQUESTED, MC_ACTION_SEND_START_REQUEST);
+            dst(MC_STATE_STARTED, MC_EVENT_START_GRANTED, MC_STATE_STARTED, 0);
+            dst(MC_STATE_STARTED, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED, 0);
+            dst(MC_STATE_STARTED, MC_EVENT_CHANNEL_BROKEN, MC_STATE_POSTCOPY_PAUSED, 0);
+            dst(MC_STATE_STARTED, MC_EVENT_COMPLETED, MC_STATE_COMPLETED, 0);
+            dst(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_RECOVERED, MC_STATE_STARTED, 0);
+        }
     }
     return m;
 }
 
-std::string pair_name(McRole r, bool rp, McState s, McEvent e)
+std::string pair_name(McRole r, const Flags &f, McState s, McEvent e)
 {
-    return std::string(mc_role_name(r)) + (rp ? "/return-path/" : "/no-return-path/") +
-           mc_state_name(s) + "/" + mc_event_name(e);
+    return std::string(mc_role_name(r)) + "/" + f.name() + "/" + mc_state_name(s) +
+           "/" + mc_event_name(e);
 }
 
 void test_every_pair()
 {
     const auto exp = expected();
     for (int r = 0; r < MC_ROLE__MAX; r++) {
-        for (bool rp : {false, true}) {
+        for (const Flags &f : kFlagSets) {
             for (int s = 0; s < MC_STATE__MAX; s++) {
                 for (int e = 0; e < MC_EVENT__MAX; e++) {
                     const McRole role = McRole(r);
                     const McState st = McState(s);
                     const McEvent ev = McEvent(e);
                     McTransition t{};
-                    char err[256] = "";
-                    int ret = mc_switchover_lookup(role, rp ? MC_FLAG_RETURN_PATH : 0,
-                                                   st, ev, &t, err, sizeof(err));
-                    auto it = exp.find({role, rp, st, ev});
+                    char err[512] = "";
+                    int ret = mc_switchover_lookup(role, f.bits(), st, ev, &t, err,
+                                                   sizeof(err));
+                    auto it = exp.find({role, f.bits(), st, ev});
                     bool ok;
                     if (it == exp.end()) {
                         // Rejected with a message that names event and state.
@@ -121,11 +191,49 @@ void test_every_pair()
                         ok = ret == 0 && t.from == st && t.to == it->second.to &&
                              t.actions == it->second.actions;
                     }
-                    check(ok, "pair " + pair_name(role, rp, st, ev));
+                    check(ok, "pair " + pair_name(role, f, st, ev));
                 }
             }
         }
     }
+}
+
+// The handshake's safety rule, checked over the whole table: no
+// destination transition starts the vCPUs except on StartGranted, and no
+// source transition resumes the source guest from postcopy-committed.
+void test_handshake_invariants()
+{
+    const uint32_t hs = MC_FLAG_RETURN_PATH | MC_FLAG_START_HANDSHAKE;
+    bool start_only_on_grant = true;
+    bool no_resume_after_commit = true;
+    for (int s = 0; s < MC_STATE__MAX; s++) {
+        for (int e = 0; e < MC_EVENT__MAX; e++) {
+            McTransition t{};
+            if (mc_switchover_lookup(MC_ROLE_DESTINATION, hs, McState(s), McEvent(e),
+                                     &t, nullptr, 0) == 0 &&
+                (t.actions & MC_ACTION_START_VCPUS) && e != MC_EVENT_START_GRANTED) {
+                start_only_on_grant = false;
+            }
+            if (mc_switchover_lookup(MC_ROLE_SOURCE, hs, McState(s), McEvent(e), &t,
+                                     nullptr, 0) == 0 &&
+                (s == MC_STATE_POSTCOPY_COMMITTED || s == MC_STATE_POSTCOPY_PAUSED) &&
+                (t.actions & MC_ACTION_RESUME_SOURCE)) {
+                no_resume_after_commit = false;
+            }
+        }
+    }
+    check(start_only_on_grant, "handshake: only StartGranted starts the vCPUs");
+    check(no_resume_after_commit,
+          "handshake: nothing resumes the source once it is committed");
+
+    char err[512];
+    check(mc_switchover_lookup(MC_ROLE_SOURCE, hs, MC_STATE_POSTCOPY_COMMITTED,
+                               MC_EVENT_CANCEL_REQUESTED, nullptr, err,
+                               sizeof(err)) == -1 &&
+          std::strstr(err, "post-copy recovery"),
+          "handshake: cancel after the grant is refused, pointing at recovery");
+    check(mc_switchover_new(MC_ROLE_SOURCE, MC_FLAG_START_HANDSHAKE) == nullptr,
+          "handshake without a return path is refused");
 }
 
 // A whole run through the machine object, and rejection keeps the state.
@@ -179,6 +287,7 @@ void test_object_paths()
 int main()
 {
     test_every_pair();
+    test_handshake_invariants();
     test_object_paths();
     std::printf("1..%d\n", g_test);
     std::printf("# %d passed, %d failed\n", g_test - g_failed, g_failed);
