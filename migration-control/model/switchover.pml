@@ -2,7 +2,10 @@
  * Post-copy switchover with the start handshake, as a Promela model for
  * spin.  States, events and messages carry the names of the
  * migration-control library (include/migration-control.h) and of
- * docs/devel/migration/postcopy-switchover.rst.
+ * docs/devel/migration/postcopy-switchover.rst: S_X / D_X is state
+ * MC_STATE_X of the source / destination in CamelCase, and the messages
+ * PackageLoaded, StartRequest, StartGrant and StartDeny raise the events
+ * PackageLoaded, StartRequested, StartGranted and StartDenied.
  *
  * What is modelled, from the moment the source has sent the post-copy
  * package (both sides in postcopy-device):
@@ -40,7 +43,7 @@ mtype = {
     S_PostcopyPaused, S_Failed, S_Cancelled, S_Completed, S_Crashed,
     /* destination states */
     D_PostcopyDevice, D_PostcopyActive, D_StartRequested, D_Started,
-    D_PausedRequested, D_PausedStarted, D_Failed, D_Cancelled, D_Crashed,
+    D_StartRequestedPaused, D_PostcopyPaused, D_Failed, D_Cancelled, D_Crashed,
     /* messages */
     PackageLoaded, StartRequest, StartGrant, StartDeny
 };
@@ -62,7 +65,7 @@ bool dst_crashed = false;
 bool ext = true;                    /* faults and user actions may happen */
 
 #define SRC_RUNNING (src == S_Failed || src == S_Cancelled)
-#define DST_RUNNING (dst == D_Started || dst == D_PausedStarted)
+#define DST_RUNNING (dst == D_Started || dst == D_PostcopyPaused)
 
 /* A send on a broken connection vanishes. */
 #define SEND(ch, m) if :: up -> ch!m :: else -> skip fi
@@ -167,8 +170,8 @@ end:
     /* ChannelBroken: without a request the source cannot have committed */
     :: atomic { !up && (dst == D_PostcopyDevice || dst == D_PostcopyActive) ->
         dst = D_Failed }
-    :: atomic { !up && dst == D_StartRequested -> dst = D_PausedRequested }
-    :: atomic { !up && dst == D_Started -> dst = D_PausedStarted }
+    :: atomic { !up && dst == D_StartRequested -> dst = D_StartRequestedPaused }
+    :: atomic { !up && dst == D_Started -> dst = D_PostcopyPaused }
 
     /* Crash */
     :: atomic { ext && !src_crashed && !dst_crashed && dst != D_Crashed ->
@@ -196,15 +199,15 @@ end:
     :: atomic { !up && len(to_dst) == 2 -> to_dst?m; to_dst?_; to_dst!m }
     /* migrate-recover + migrate resume, once both sides are paused */
     :: atomic { ext && recoveries < 2 && src == S_PostcopyPaused &&
-        (dst == D_PausedRequested || dst == D_PausedStarted) ->
+        (dst == D_StartRequestedPaused || dst == D_PostcopyPaused) ->
         recoveries++;
         drain();        /* a new connection: nothing old arrives */
         up = true;
         src = S_PostcopyCommitted;
         if
-        :: dst == D_PausedRequested ->
+        :: dst == D_StartRequestedPaused ->
             dst = D_StartRequested; to_src!StartRequest
-        :: dst == D_PausedStarted -> dst = D_Started
+        :: dst == D_PostcopyPaused -> dst = D_Started
         fi }
     od
 }
@@ -227,5 +230,5 @@ active proctype WayOut()
            (dst == D_PostcopyActive && up) ||
            /* post-copy recovery */
            (src == S_PostcopyPaused &&
-            (dst == D_PausedRequested || dst == D_PausedStarted)))
+            (dst == D_StartRequestedPaused || dst == D_PostcopyPaused)))
 }
