@@ -118,6 +118,77 @@ const char *mc_state_name(McState state);
 const char *mc_event_name(McEvent event);
 const char *mc_role_name(McRole role);
 
+/*
+ * Failure detector of one side of a post-copy migration.
+ *
+ * A silent network partition (no RST, packets vanish) is noticed by TCP
+ * only after many minutes.  With a timeout T, a side declares the channel
+ * broken when nothing arrived from the peer for T.  So that a healthy but
+ * idle channel is never declared broken, the source sends a heartbeat
+ * whenever it sent nothing for T/4, and the destination answers it.  The
+ * first heartbeat travels in the post-copy package, and the destination
+ * arms its detector only once it has seen one, so a source that sends
+ * none (an older QEMU) never trips it.
+ *
+ * Time is passed in by the caller (milliseconds of any monotonic clock).
+ */
+typedef struct McDetector McDetector;
+
+typedef enum McDetectorVerdict {
+    MC_DETECTOR_QUIET,           /* nothing to do before *next_ms */
+    MC_DETECTOR_SEND_HEARTBEAT,  /* send a heartbeat now */
+    MC_DETECTOR_BROKEN,          /* nothing from the peer for T: ChannelBroken */
+} McDetectorVerdict;
+
+/* @timeout_ms: T; 0 turns the detector off.  NULL on allocation failure. */
+McDetector *mc_detector_new(McRole role, uint64_t timeout_ms, uint64_t now_ms);
+void mc_detector_free(McDetector *d);
+/* Something arrived from the peer; @heartbeat: it was a heartbeat. */
+void mc_detector_received(McDetector *d, uint64_t now_ms, int heartbeat);
+/* Something was sent to the peer. */
+void mc_detector_sent(McDetector *d, uint64_t now_ms);
+/* A new connection (post-copy recovery): start counting afresh. */
+void mc_detector_reset(McDetector *d, uint64_t now_ms);
+/*
+ * What to do at @now_ms.  *@next_ms (if not NULL) is the latest time at
+ * which to poll again.  Once BROKEN, stays BROKEN until reset.
+ */
+McDetectorVerdict mc_detector_poll(McDetector *d, uint64_t now_ms,
+                                   uint64_t *next_ms);
+const char *mc_detector_verdict_name(McDetectorVerdict v);
+
+/*
+ * The destination's pause policy: when the post-copy channel breaks while
+ * the guest runs, pause it; after a successful recovery, resume it if and
+ * only if the policy paused it and the user did not 'stop' or 'cont' in
+ * between.
+ */
+typedef enum McPolicyEvent {
+    MC_POLICY_CHANNEL_BROKEN,
+    MC_POLICY_RECOVERED,
+    MC_POLICY_USER_STOP,
+    MC_POLICY_USER_CONT,
+    MC_POLICY_EVENT__MAX
+} McPolicyEvent;
+
+typedef enum McPolicyAction {
+    MC_POLICY_NONE,
+    MC_POLICY_PAUSE_GUEST,
+    MC_POLICY_RESUME_GUEST,
+} McPolicyAction;
+
+typedef struct McPausePolicy McPausePolicy;
+
+/* @enabled: the user chose the pause policy.  NULL on allocation failure. */
+McPausePolicy *mc_pause_policy_new(int enabled);
+void mc_pause_policy_free(McPausePolicy *p);
+/* @guest_running: whether the guest runs when the event happens. */
+McPolicyAction mc_pause_policy_on(McPausePolicy *p, McPolicyEvent event,
+                                  int guest_running);
+/* Is the guest paused because of the policy (for query-status)? */
+int mc_pause_policy_paused(const McPausePolicy *p);
+const char *mc_policy_event_name(McPolicyEvent e);
+
 #ifdef __cplusplus
 }
 #endif

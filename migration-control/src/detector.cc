@@ -1,0 +1,207 @@
+// Failure detector and pause policy of a post-copy migration.
+//
+// SPDX-License-Identifier: GPL-2.0-or-later
+
+#include "migration-control.h"
+
+#include <algorithm>
+#include <new>
+
+struct McDetector {
+    McRole role;
+    uint64_t timeout;       // T, 0 = off
+    uint64_t last_rx;       // last time something arrived from the peer
+    uint64_t last_tx;       // last time something was sent to the peer
+    bool armed;             // the destination saw a heartbeat
+    bool broken;
+};
+
+namespace {
+
+uint64_t heartbeat_interval(const McDetector *d)
+{
+    return std::max<uint64_t>(d->timeout / 4, 1);
+}
+
+} // namespace
+
+extern "C" {
+
+McDetector *mc_detector_new(McRole role, uint64_t timeout_ms, uint64_t now_ms)
+{
+    if (role != MC_ROLE_SOURCE && role != MC_ROLE_DESTINATION) {
+        return nullptr;
+    }
+    // The source always expects answers to its heartbeats; the destination
+    // waits for a first heartbeat to know that the source sends them.
+    return new (std::nothrow)
+        McDetector{role, timeout_ms, now_ms, now_ms, role == MC_ROLE_SOURCE, false};
+}
+
+void mc_detector_free(McDetector *d)
+{
+    delete d;
+}
+
+void mc_detector_received(McDetector *d, uint64_t now_ms, int heartbeat)
+{
+    d->last_rx = std::max(d->last_rx, now_ms);
+    if (heartbeat) {
+        d->armed = true;
+    }
+}
+
+void mc_detector_sent(McDetector *d, uint64_t now_ms)
+{
+    d->last_tx = std::max(d->last_tx, now_ms);
+}
+
+void mc_detector_reset(McDetector *d, uint64_t now_ms)
+{
+    d->last_rx = d->last_tx = now_ms;
+    d->broken = false;
+    d->armed = d->role == MC_ROLE_SOURCE;
+}
+
+McDetectorVerdict mc_detector_poll(McDetector *d, uint64_t now_ms, uint64_t *next_ms)
+{
+    uint64_t next = UINT64_MAX;
+    McDetectorVerdict v = MC_DETECTOR_QUIET;
+
+    if (d->timeout == 0) {
+        // Off: never broken, never a heartbeat.
+    } else if (d->broken) {
+        v = MC_DETECTOR_BROKEN;
+    } else if (d->armed && now_ms >= d->last_rx + d->timeout) {
+        d->broken = true;
+        v = MC_DETECTOR_BROKEN;
+    } else {
+        if (d->armed) {
+            next = d->last_rx + d->timeout;
+        }
+        if (d->role == MC_ROLE_SOURCE) {
+            const uint64_t due = d->last_tx + heartbeat_interval(d);
+            if (now_ms >= due) {
+                v = MC_DETECTOR_SEND_HEARTBEAT;
+                next = std::min(next, now_ms + heartbeat_interval(d));
+            } else {
+                next = std::min(next, due);
+            }
+        }
+    }
+    if (next_ms) {
+        *next_ms = next;
+    }
+    return v;
+}
+
+const char *mc_detector_verdict_name(McDetectorVerdict v)
+{
+    switch (v) {
+    case MC_DETECTOR_QUIET:
+        return "quiet";
+    case MC_DETECTOR_SEND_HEARTBEAT:
+        return "send-heartbeat";
+    case MC_DETECTOR_BROKEN:
+        return "broken";
+    }
+    return "invalid-verdict";
+}
+
+} // extern "C"
+
+// The pause policy as a table: (paused by the policy?, event, guest
+// running?) -> (paused by the policy?, action).
+struct McPausePolicy {
+    bool enabled;
+    bool paused;   // the policy paused the guest and still owns the pause
+};
+
+namespace {
+
+struct PolicyRow {
+    bool paused;
+    McPolicyEvent event;
+    bool guest_running;
+    bool next_paused;
+    McPolicyAction action;
+};
+
+// clang-format off
+constexpr PolicyRow kPolicy[] = {
+    // The channel breaks while the guest runs: pause it.
+    {false, MC_POLICY_CHANNEL_BROKEN, true,  true,  MC_POLICY_PAUSE_GUEST},
+    // ...while it is stopped (by the user, or -S): not ours to resume.
+    {false, MC_POLICY_CHANNEL_BROKEN, false, false, MC_POLICY_NONE},
+    {true,  MC_POLICY_CHANNEL_BROKEN, false, true,  MC_POLICY_NONE},
+    {true,  MC_POLICY_CHANNEL_BROKEN, true,  true,  MC_POLICY_PAUSE_GUEST},
+    // Recovery resumes only what the policy paused.
+    {true,  MC_POLICY_RECOVERED,      false, false, MC_POLICY_RESUME_GUEST},
+    {true,  MC_POLICY_RECOVERED,      true,  false, MC_POLICY_NONE},
+    {false, MC_POLICY_RECOVERED,      false, false, MC_POLICY_NONE},
+    {false, MC_POLICY_RECOVERED,      true,  false, MC_POLICY_NONE},
+    // The user takes over: 'stop' keeps it stopped, 'cont' runs it.
+    {true,  MC_POLICY_USER_STOP,      false, false, MC_POLICY_NONE},
+    {true,  MC_POLICY_USER_STOP,      true,  false, MC_POLICY_NONE},
+    {true,  MC_POLICY_USER_CONT,      false, false, MC_POLICY_NONE},
+    {true,  MC_POLICY_USER_CONT,      true,  false, MC_POLICY_NONE},
+    {false, MC_POLICY_USER_STOP,      false, false, MC_POLICY_NONE},
+    {false, MC_POLICY_USER_STOP,      true,  false, MC_POLICY_NONE},
+    {false, MC_POLICY_USER_CONT,      false, false, MC_POLICY_NONE},
+    {false, MC_POLICY_USER_CONT,      true,  false, MC_POLICY_NONE},
+};
+// clang-format on
+
+} // namespace
+
+extern "C" {
+
+McPausePolicy *mc_pause_policy_new(int enabled)
+{
+    return new (std::nothrow) McPausePolicy{enabled != 0, false};
+}
+
+void mc_pause_policy_free(McPausePolicy *p)
+{
+    delete p;
+}
+
+McPolicyAction mc_pause_policy_on(McPausePolicy *p, McPolicyEvent event,
+                                  int guest_running)
+{
+    if (!p->enabled) {
+        return MC_POLICY_NONE;
+    }
+    for (const PolicyRow &r : kPolicy) {
+        if (r.paused == p->paused && r.event == event &&
+            r.guest_running == (guest_running != 0)) {
+            p->paused = r.next_paused;
+            return r.action;
+        }
+    }
+    return MC_POLICY_NONE;   // unknown event: change nothing
+}
+
+int mc_pause_policy_paused(const McPausePolicy *p)
+{
+    return p->paused;
+}
+
+const char *mc_policy_event_name(McPolicyEvent e)
+{
+    switch (e) {
+    case MC_POLICY_CHANNEL_BROKEN:
+        return "ChannelBroken";
+    case MC_POLICY_RECOVERED:
+        return "Recovered";
+    case MC_POLICY_USER_STOP:
+        return "UserStop";
+    case MC_POLICY_USER_CONT:
+        return "UserCont";
+    case MC_POLICY_EVENT__MAX:
+        break;
+    }
+    return "InvalidPolicyEvent";
+}
+
+} // extern "C"

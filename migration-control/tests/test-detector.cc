@@ -1,0 +1,218 @@
+// Unit tests of the failure detector (with a fake clock) and of the pause
+// policy.  Output is TAP.
+//
+// SPDX-License-Identifier: GPL-2.0-or-later
+
+#include "migration-control.h"
+
+#include <cstdio>
+#include <string>
+
+namespace {
+
+int g_test = 0;
+int g_failed = 0;
+
+void check(bool ok, const std::string &name)
+{
+    ++g_test;
+    if (!ok) {
+        ++g_failed;
+    }
+    std::printf("%s %d - %s\n", ok ? "ok" : "not ok", g_test, name.c_str());
+}
+
+void test_off()
+{
+    McDetector *d = mc_detector_new(MC_ROLE_SOURCE, 0, 0);
+    uint64_t next = 0;
+    bool quiet = true;
+    for (uint64_t t = 0; t < 1000000; t += 997) {
+        quiet = quiet && mc_detector_poll(d, t, &next) == MC_DETECTOR_QUIET;
+    }
+    check(quiet && next == UINT64_MAX, "T=0: off, never a heartbeat or a break");
+    mc_detector_free(d);
+}
+
+void test_source()
+{
+    const uint64_t T = 1000;
+    McDetector *d = mc_detector_new(MC_ROLE_SOURCE, T, 0);
+    uint64_t next = 0;
+
+    check(mc_detector_poll(d, 0, &next) == MC_DETECTOR_QUIET && next == T / 4,
+          "source: quiet at start, next poll when a heartbeat is due");
+    check(mc_detector_poll(d, T / 4, &next) == MC_DETECTOR_SEND_HEARTBEAT,
+          "source: heartbeat due after T/4 without sending");
+    mc_detector_sent(d, T / 4);
+    check(mc_detector_poll(d, T / 4 + 1, &next) == MC_DETECTOR_QUIET,
+          "source: sending resets the heartbeat timer");
+    mc_detector_sent(d, T - 1);
+    check(mc_detector_poll(d, T - 1, &next) == MC_DETECTOR_QUIET && next == T,
+          "source: next poll at the deadline T after the last receive");
+    check(mc_detector_poll(d, T, &next) == MC_DETECTOR_BROKEN,
+          "source: nothing received for T -> broken");
+    mc_detector_received(d, T + 10, 0);
+    check(mc_detector_poll(d, T + 20, &next) == MC_DETECTOR_BROKEN,
+          "source: broken stays broken until reset");
+    mc_detector_reset(d, 5000);
+    check(mc_detector_poll(d, 5000 + T - 1, &next) != MC_DETECTOR_BROKEN &&
+          mc_detector_poll(d, 5000 + T, &next) == MC_DETECTOR_BROKEN,
+          "source: reset (recovery) starts counting afresh");
+    mc_detector_free(d);
+
+    d = mc_detector_new(MC_ROLE_SOURCE, T, 0);
+    bool broken = false;
+    for (uint64_t t = 0; t <= 100 * T; t += 10) {
+        mc_detector_received(d, t, 0);
+        broken = broken || mc_detector_poll(d, t, nullptr) == MC_DETECTOR_BROKEN;
+    }
+    check(!broken, "source: traffic every 10 ms for 100 T is never broken");
+    mc_detector_free(d);
+}
+
+void test_destination()
+{
+    const uint64_t T = 1000;
+    McDetector *d = mc_detector_new(MC_ROLE_DESTINATION, T, 0);
+    bool ok = true;
+    for (uint64_t t = 0; t <= 10 * T; t += 50) {
+        ok = ok && mc_detector_poll(d, t, nullptr) == MC_DETECTOR_QUIET;
+    }
+    check(ok, "destination: not armed before a heartbeat (older source)");
+    mc_detector_received(d, 10 * T, 1);
+    check(mc_detector_poll(d, 11 * T - 1, nullptr) == MC_DETECTOR_QUIET,
+          "destination: armed by a heartbeat, quiet before T");
+    check(mc_detector_poll(d, 11 * T, nullptr) == MC_DETECTOR_BROKEN,
+          "destination: nothing for T after the heartbeat -> broken");
+    mc_detector_reset(d, 20 * T);
+    check(mc_detector_poll(d, 30 * T, nullptr) == MC_DETECTOR_QUIET,
+          "destination: reset disarms until the next heartbeat");
+    bool never_sends = true;
+    for (uint64_t t = 30 * T; t < 40 * T; t += 100) {
+        never_sends = never_sends &&
+                      mc_detector_poll(d, t, nullptr) != MC_DETECTOR_SEND_HEARTBEAT;
+    }
+    check(never_sends, "destination: never sends heartbeats itself");
+    mc_detector_free(d);
+}
+
+// Both sides with a network that can be cut (a silent partition), from
+// the moment the destination has the post-copy package: every heartbeat
+// of the source is answered by the destination while the network is up.  Both must declare the channel broken within T of the
+// cut, and never before it.
+void test_partition(uint64_t T, uint64_t cut)
+{
+    McDetector *src = mc_detector_new(MC_ROLE_SOURCE, T, 0);
+    McDetector *dst = mc_detector_new(MC_ROLE_DESTINATION, T, 0);
+    uint64_t src_broken = 0, dst_broken = 0;
+
+    // The post-copy package carries the first heartbeat.
+    mc_detector_received(dst, 0, 1);
+    for (uint64_t t = 0; t <= cut + 3 * T; t += 5) {
+        const bool up = t < cut;
+        if (mc_detector_poll(src, t, nullptr) == MC_DETECTOR_SEND_HEARTBEAT) {
+            mc_detector_sent(src, t);
+            if (up) {
+                mc_detector_received(dst, t, 1);
+                mc_detector_sent(dst, t);          // the answer (PONG)
+                mc_detector_received(src, t, 0);
+            }
+        }
+        if (!src_broken && mc_detector_poll(src, t, nullptr) == MC_DETECTOR_BROKEN) {
+            src_broken = t;
+        }
+        if (!dst_broken && mc_detector_poll(dst, t, nullptr) == MC_DETECTOR_BROKEN) {
+            dst_broken = t;
+        }
+    }
+    const std::string what = "partition at " + std::to_string(cut) + " ms, T=" +
+                             std::to_string(T) + " ms: ";
+    check(src_broken >= cut && src_broken <= cut + T,
+          what + "source detects within T (at +" + std::to_string(src_broken - cut) +
+              " ms)");
+    check(dst_broken >= cut && dst_broken <= cut + T,
+          what + "destination detects within T (at +" +
+              std::to_string(dst_broken - cut) + " ms)");
+    mc_detector_free(src);
+    mc_detector_free(dst);
+}
+
+void test_policy()
+{
+    McPausePolicy *p = mc_pause_policy_new(1);
+    check(mc_pause_policy_on(p, MC_POLICY_CHANNEL_BROKEN, 1) == MC_POLICY_PAUSE_GUEST &&
+          mc_pause_policy_paused(p),
+          "policy: a break while running pauses the guest");
+    check(mc_pause_policy_on(p, MC_POLICY_RECOVERED, 0) == MC_POLICY_RESUME_GUEST &&
+          !mc_pause_policy_paused(p),
+          "policy: recovery resumes what the policy paused");
+
+    mc_pause_policy_on(p, MC_POLICY_CHANNEL_BROKEN, 1);
+    mc_pause_policy_on(p, MC_POLICY_USER_STOP, 0);
+    check(mc_pause_policy_on(p, MC_POLICY_RECOVERED, 0) == MC_POLICY_NONE,
+          "policy: a user 'stop' during the break is not undone by recovery");
+
+    mc_pause_policy_on(p, MC_POLICY_CHANNEL_BROKEN, 1);
+    mc_pause_policy_on(p, MC_POLICY_USER_CONT, 1);
+    check(!mc_pause_policy_paused(p) &&
+          mc_pause_policy_on(p, MC_POLICY_RECOVERED, 1) == MC_POLICY_NONE,
+          "policy: a user 'cont' during the break is obeyed, recovery does nothing");
+
+    check(mc_pause_policy_on(p, MC_POLICY_CHANNEL_BROKEN, 0) == MC_POLICY_NONE &&
+          mc_pause_policy_on(p, MC_POLICY_RECOVERED, 0) == MC_POLICY_NONE,
+          "policy: a guest already stopped is neither paused nor resumed");
+    mc_pause_policy_free(p);
+
+    p = mc_pause_policy_new(0);
+    bool none = true;
+    for (int e = 0; e < MC_POLICY_EVENT__MAX; e++) {
+        for (int running = 0; running < 2; running++) {
+            none = none && mc_pause_policy_on(p, McPolicyEvent(e), running) ==
+                               MC_POLICY_NONE;
+        }
+    }
+    check(none && !mc_pause_policy_paused(p), "policy off: never acts (QEMU 10.0)");
+    mc_pause_policy_free(p);
+
+    // Every (paused, event, running) combination is defined and only a
+    // break pauses, only a recovery resumes.
+    bool sound = true;
+    for (int paused = 0; paused < 2; paused++) {
+        for (int e = 0; e < MC_POLICY_EVENT__MAX; e++) {
+            for (int running = 0; running < 2; running++) {
+                p = mc_pause_policy_new(1);
+                if (paused) {
+                    mc_pause_policy_on(p, MC_POLICY_CHANNEL_BROKEN, 1);
+                }
+                McPolicyAction a = mc_pause_policy_on(p, McPolicyEvent(e), running);
+                if (a == MC_POLICY_PAUSE_GUEST) {
+                    sound = sound && e == MC_POLICY_CHANNEL_BROKEN && running;
+                }
+                if (a == MC_POLICY_RESUME_GUEST) {
+                    sound = sound && e == MC_POLICY_RECOVERED && paused && !running;
+                }
+                mc_pause_policy_free(p);
+            }
+        }
+    }
+    check(sound, "policy: only a break pauses, only a recovery of our pause resumes");
+}
+
+} // namespace
+
+int main()
+{
+    test_off();
+    test_source();
+    test_destination();
+    for (uint64_t T : {1000, 3000}) {
+        for (uint64_t cut : {0, 1, 777, 10000}) {
+            test_partition(T, cut);
+        }
+    }
+    test_policy();
+    std::printf("1..%d\n", g_test);
+    std::printf("# %d passed, %d failed\n", g_test - g_failed, g_failed);
+    return g_failed ? 1 : 0;
+}
