@@ -4,23 +4,14 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 
 #include "migration-control.h"
+#include "tap.h"
 
 #include <cstdio>
 #include <string>
 
 namespace {
 
-int g_test = 0;
-int g_failed = 0;
-
-void check(bool ok, const std::string &name)
-{
-    ++g_test;
-    if (!ok) {
-        ++g_failed;
-    }
-    std::printf("%s %d - %s\n", ok ? "ok" : "not ok", g_test, name.c_str());
-}
+using tap::check;
 
 void test_off()
 {
@@ -212,7 +203,5 @@ int main()
         }
     }
     test_policy();
-    std::printf("1..%d\n", g_test);
-    std::printf("# %d passed, %d failed\n", g_test - g_failed, g_failed);
-    return g_failed ? 1 : 0;
+    return tap::finish();
 }

@@ -5,6 +5,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 
 #include "migration-control.h"
+#include "tap.h"
 
 #include <cstdio>
 #include <cstring>
@@ -15,17 +16,7 @@
 
 namespace {
 
-int g_test = 0;
-int g_failed = 0;
-
-void check(bool ok, const std::string &name)
-{
-    ++g_test;
-    if (!ok) {
-        ++g_failed;
-    }
-    std::printf("%s %d - %s\n", ok ? "ok" : "not ok", g_test, name.c_str());
-}
+using tap::check;
 
 struct Expect {
     McState to;
@@ -289,7 +280,5 @@ int main()
     test_every_pair();
     test_handshake_invariants();
     test_object_paths();
-    std::printf("1..%d\n", g_test);
-    std::printf("# %d passed, %d failed\n", g_test - g_failed, g_failed);
-    return g_failed ? 1 : 0;
+    return tap::finish();
 }
