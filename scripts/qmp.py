@@ -35,9 +35,17 @@ class QMP:
         self.cond = threading.Condition()
         self.replies = []
         self.closed = False
-        greeting = json.loads(self.file.readline())
-        if "QMP" not in greeting:
-            raise QMPError(f"unexpected greeting {greeting}")
+        # The greeting comes first on a new connection; tolerate (and drop)
+        # anything else before it rather than failing a long run.
+        for _ in range(100):
+            line = self.file.readline()
+            if not line:
+                raise QMPError(f"{path}: connection closed before the greeting")
+            greeting = json.loads(line)
+            if "QMP" in greeting:
+                break
+        else:
+            raise QMPError(f"{path}: no QMP greeting")
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.cmd("qmp_capabilities")
