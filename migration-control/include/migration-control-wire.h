@@ -1,0 +1,79 @@
+/*
+ * migration-control wire codec: the payloads of the messages this QEMU
+ * fork adds to the migration stream (main channel) and to the return
+ * path, as a C ABI over a C++17 implementation.
+ *
+ * Pure: no I/O, no allocation.  QEMU frames the messages (command or
+ * return-path message type and length) itself and hands the payload
+ * bytes to the decoders, or takes them from the encoders.  Every
+ * multi-byte value is big-endian.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef MIGRATION_CONTROL_WIRE_H
+#define MIGRATION_CONTROL_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* PING/PONG values this fork uses on the main channel / return path. */
+#define MC_PING_PACKAGE_LOADED 0x42u
+#define MC_PING_HEARTBEAT      0x48u
+
+/* Payload sizes of the start-handshake messages. */
+#define MC_START_REQUEST_LEN 4   /* RP StartRequest: be32 seq */
+#define MC_START_GRANT_LEN   4   /* main channel StartGrant: be32 seq */
+#define MC_START_DENY_LEN    8   /* main channel StartDeny: be32 seq, be32 reason */
+
+typedef enum McDenyReason {
+    MC_DENY_CANCELLED = 1,  /* migrate_cancel on the source */
+    MC_DENY_FAILED    = 2,  /* the source failed and resumed its guest */
+} McDenyReason;
+
+typedef enum McWireResult {
+    MC_WIRE_OK = 0,
+    MC_WIRE_BAD_LENGTH = -1,  /* payload length differs from the message's */
+    MC_WIRE_BAD_VALUE = -2,   /* seq 0, unknown reason, ... */
+} McWireResult;
+
+typedef enum McPongKind {
+    MC_PONG_OTHER,            /* not one of this fork's values */
+    MC_PONG_PACKAGE_LOADED,
+    MC_PONG_HEARTBEAT,
+} McPongKind;
+
+/*
+ * Encoders return the number of bytes written, 0 if buf is too small or
+ * the arguments are invalid (seq 0, bad reason).
+ */
+size_t mc_wire_encode_start_request(uint32_t seq, uint8_t *buf, size_t size);
+size_t mc_wire_encode_start_grant(uint32_t seq, uint8_t *buf, size_t size);
+size_t mc_wire_encode_start_deny(uint32_t seq, McDenyReason reason,
+                                 uint8_t *buf, size_t size);
+
+/*
+ * Decoders: len must be exactly the message's length; seq must be
+ * non-zero.  Return McWireResult; outputs are written only on
+ * MC_WIRE_OK.  NULL buf with len 0 is allowed (-> BAD_LENGTH).
+ */
+int mc_wire_decode_start_request(const uint8_t *buf, size_t len, uint32_t *seq);
+int mc_wire_decode_start_grant(const uint8_t *buf, size_t len, uint32_t *seq);
+int mc_wire_decode_start_deny(const uint8_t *buf, size_t len, uint32_t *seq,
+                              McDenyReason *reason);
+
+/* Which of this fork's PONGs @value is. */
+McPongKind mc_wire_classify_pong(uint32_t value);
+
+/* Stable names for messages and traces. */
+const char *mc_wire_result_name(int result);     /* "ok", "bad-length", "bad-value", "unknown" */
+const char *mc_deny_reason_name(McDenyReason r); /* "cancelled", "failed", "unknown" */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MIGRATION_CONTROL_WIRE_H */

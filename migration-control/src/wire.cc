@@ -1,0 +1,150 @@
+// Wire codec of the start-handshake messages and this fork's PONG values.
+//
+// SPDX-License-Identifier: GPL-2.0-or-later
+
+#include "migration-control-wire.h"
+
+namespace {
+
+void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = uint8_t(v >> 24);
+    p[1] = uint8_t(v >> 16);
+    p[2] = uint8_t(v >> 8);
+    p[3] = uint8_t(v);
+}
+
+uint32_t get_be32(const uint8_t *p)
+{
+    return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 |
+           uint32_t(p[3]);
+}
+
+bool valid_reason(uint32_t r)
+{
+    return r == MC_DENY_CANCELLED || r == MC_DENY_FAILED;
+}
+
+// StartRequest and StartGrant share one layout: be32 seq.
+size_t encode_seq(uint32_t seq, uint8_t *buf, size_t size)
+{
+    if (seq == 0 || !buf || size < 4) {
+        return 0;
+    }
+    put_be32(buf, seq);
+    return 4;
+}
+
+int decode_seq(const uint8_t *buf, size_t len, uint32_t *seq)
+{
+    if (len != 4 || !buf) {
+        return MC_WIRE_BAD_LENGTH;
+    }
+    const uint32_t s = get_be32(buf);
+    if (s == 0) {
+        return MC_WIRE_BAD_VALUE;
+    }
+    if (seq) {
+        *seq = s;
+    }
+    return MC_WIRE_OK;
+}
+
+} // namespace
+
+extern "C" {
+
+size_t mc_wire_encode_start_request(uint32_t seq, uint8_t *buf, size_t size)
+{
+    static_assert(MC_START_REQUEST_LEN == 4, "StartRequest is be32 seq");
+    return encode_seq(seq, buf, size);
+}
+
+size_t mc_wire_encode_start_grant(uint32_t seq, uint8_t *buf, size_t size)
+{
+    static_assert(MC_START_GRANT_LEN == 4, "StartGrant is be32 seq");
+    return encode_seq(seq, buf, size);
+}
+
+size_t mc_wire_encode_start_deny(uint32_t seq, McDenyReason reason, uint8_t *buf,
+                                 size_t size)
+{
+    static_assert(MC_START_DENY_LEN == 8, "StartDeny is be32 seq, be32 reason");
+    if (seq == 0 || !valid_reason(uint32_t(reason)) || !buf ||
+        size < MC_START_DENY_LEN) {
+        return 0;
+    }
+    put_be32(buf, seq);
+    put_be32(buf + 4, uint32_t(reason));
+    return MC_START_DENY_LEN;
+}
+
+int mc_wire_decode_start_request(const uint8_t *buf, size_t len, uint32_t *seq)
+{
+    return decode_seq(buf, len, seq);
+}
+
+int mc_wire_decode_start_grant(const uint8_t *buf, size_t len, uint32_t *seq)
+{
+    return decode_seq(buf, len, seq);
+}
+
+int mc_wire_decode_start_deny(const uint8_t *buf, size_t len, uint32_t *seq,
+                              McDenyReason *reason)
+{
+    if (len != MC_START_DENY_LEN || !buf) {
+        return MC_WIRE_BAD_LENGTH;
+    }
+    const uint32_t s = get_be32(buf);
+    const uint32_t r = get_be32(buf + 4);
+    if (s == 0 || !valid_reason(r)) {
+        return MC_WIRE_BAD_VALUE;
+    }
+    if (seq) {
+        *seq = s;
+    }
+    if (reason) {
+        *reason = McDenyReason(r);
+    }
+    return MC_WIRE_OK;
+}
+
+McPongKind mc_wire_classify_pong(uint32_t value)
+{
+    switch (value) {
+    case MC_PING_PACKAGE_LOADED:
+        return MC_PONG_PACKAGE_LOADED;
+    case MC_PING_HEARTBEAT:
+        return MC_PONG_HEARTBEAT;
+    default:
+        return MC_PONG_OTHER;
+    }
+}
+
+const char *mc_wire_result_name(int result)
+{
+    switch (result) {
+    case MC_WIRE_OK:
+        return "ok";
+    case MC_WIRE_BAD_LENGTH:
+        return "bad-length";
+    case MC_WIRE_BAD_VALUE:
+        return "bad-value";
+    default:
+        return "unknown";
+    }
+}
+
+const char *mc_deny_reason_name(McDenyReason r)
+{
+    switch (uint32_t(r)) {
+    case MC_DENY_CANCELLED:
+        return "cancelled";
+    case MC_DENY_FAILED:
+        return "failed";
+    default:
+        return "unknown";
+    }
+}
+
+} // extern "C"
