@@ -48,7 +48,8 @@ typedef enum McPongKind {
 
 /*
  * Encoders return the number of bytes written, 0 if buf is too small or
- * the arguments are invalid (seq 0, bad reason).
+ * the arguments are invalid (seq 0, bad reason).  StartDeny accepts
+ * seq 0: the source cancelled before it received any StartRequest.
  */
 size_t mc_wire_encode_start_request(uint32_t seq, uint8_t *buf, size_t size);
 size_t mc_wire_encode_start_grant(uint32_t seq, uint8_t *buf, size_t size);
@@ -57,7 +58,7 @@ size_t mc_wire_encode_start_deny(uint32_t seq, McDenyReason reason,
 
 /*
  * Decoders: len must be exactly the message's length; seq must be
- * non-zero.  Return McWireResult; outputs are written only on
+ * non-zero (except in StartDeny, see above).  Return McWireResult; outputs are written only on
  * MC_WIRE_OK.  NULL buf with len 0 is allowed (-> BAD_LENGTH).
  */
 int mc_wire_decode_start_request(const uint8_t *buf, size_t len, uint32_t *seq);

@@ -70,8 +70,8 @@ size_t mc_wire_encode_start_deny(uint32_t seq, McDenyReason reason, uint8_t *buf
                                  size_t size)
 {
     static_assert(MC_START_DENY_LEN == 8, "StartDeny is be32 seq, be32 reason");
-    if (seq == 0 || !valid_reason(uint32_t(reason)) || !buf ||
-        size < MC_START_DENY_LEN) {
+    // seq 0: the source denies before it received any StartRequest.
+    if (!valid_reason(uint32_t(reason)) || !buf || size < MC_START_DENY_LEN) {
         return 0;
     }
     put_be32(buf, seq);
@@ -97,7 +97,7 @@ int mc_wire_decode_start_deny(const uint8_t *buf, size_t len, uint32_t *seq,
     }
     const uint32_t s = get_be32(buf);
     const uint32_t r = get_be32(buf + 4);
-    if (s == 0 || !valid_reason(r)) {
+    if (!valid_reason(r)) {
         return MC_WIRE_BAD_VALUE;
     }
     if (seq) {
