@@ -4,7 +4,23 @@
 
 #include "migration-control-wire.h"
 
+#include <cstring>
+
 namespace {
+
+// A C caller may pass any 32-bit value as an McDenyReason.  In C++ an
+// enumeration without a fixed underlying type only has the values of its
+// smallest bit-field (0..3 here), so loading another value through the
+// enum type is undefined (clang's and gcc's -fsanitize=enum report it).
+// Read the argument's representation instead.
+static_assert(sizeof(McDenyReason) == sizeof(uint32_t), "McDenyReason is 32-bit");
+
+uint32_t reason_value(const McDenyReason *r)
+{
+    uint32_t v;
+    std::memcpy(&v, r, sizeof(v));
+    return v;
+}
 
 void put_be32(uint8_t *p, uint32_t v)
 {
@@ -71,11 +87,12 @@ size_t mc_wire_encode_start_deny(uint32_t seq, McDenyReason reason, uint8_t *buf
 {
     static_assert(MC_START_DENY_LEN == 8, "StartDeny is be32 seq, be32 reason");
     // seq 0: the source denies before it received any StartRequest.
-    if (!valid_reason(uint32_t(reason)) || !buf || size < MC_START_DENY_LEN) {
+    const uint32_t r = reason_value(&reason);
+    if (!valid_reason(r) || !buf || size < MC_START_DENY_LEN) {
         return 0;
     }
     put_be32(buf, seq);
-    put_be32(buf + 4, uint32_t(reason));
+    put_be32(buf + 4, r);
     return MC_START_DENY_LEN;
 }
 
@@ -137,7 +154,7 @@ const char *mc_wire_result_name(int result)
 
 const char *mc_deny_reason_name(McDenyReason r)
 {
-    switch (uint32_t(r)) {
+    switch (reason_value(&r)) {
     case MC_DENY_CANCELLED:
         return "cancelled";
     case MC_DENY_FAILED:

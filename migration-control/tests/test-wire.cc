@@ -124,9 +124,9 @@ void test_start_deny()
             continue;
         }
         s = 0xdeadbeef;
-        r = McDenyReason(77);
+        r = McDenyReason(3);
         check(mc_wire_decode_start_deny(ones, l, &s, &r) == MC_WIRE_BAD_LENGTH &&
-              s == 0xdeadbeef && r == McDenyReason(77),
+              s == 0xdeadbeef && r == McDenyReason(3),
               "StartDeny: length " + std::to_string(l) + " -> bad-length, outputs kept");
     }
     s = 0xdeadbeef;
@@ -136,7 +136,7 @@ void test_start_deny()
 
     const uint8_t seq0[] = {0, 0, 0, 0, 0, 0, 0, 1};
     s = 0xdeadbeef;
-    r = McDenyReason(77);
+    r = McDenyReason(3);
     check(mc_wire_decode_start_deny(seq0, 8, &s, &r) == MC_WIRE_OK &&
           s == 0 && r == MC_DENY_CANCELLED,
           "StartDeny: seq 0 (no request yet) is valid");
@@ -150,9 +150,9 @@ void test_start_deny()
         buf[6] = uint8_t(br >> 8);
         buf[7] = uint8_t(br);
         s = 0xdeadbeef;
-        r = McDenyReason(77);
+        r = McDenyReason(3);
         check(mc_wire_decode_start_deny(buf, 8, &s, &r) == MC_WIRE_BAD_VALUE &&
-              s == 0xdeadbeef && r == McDenyReason(77),
+              s == 0xdeadbeef && r == McDenyReason(3),
               "StartDeny: reason " + hex(br) + " -> bad-value, outputs kept");
         uint8_t out[16];
         std::memset(out, 0xaa, sizeof(out));
