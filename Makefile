@@ -9,7 +9,8 @@ PYTHON := /usr/bin/python3
 QEMU_BIN := $(TOP)/qemu/build/qemu-system-x86_64
 STOCK_BIN := $(STOCK_DIR)/build/qemu-system-x86_64
 
-.PHONY: all deps src build stock export check check-shim check-full demo bench clean distclean
+.PHONY: all deps src build stock export check check-shim check-full demo bench clean distclean \
+	chaos chaos-driver
 
 all: build
 
@@ -57,8 +58,32 @@ bench: build stock
 demo: build
 	@$(PYTHON) scripts/demo.py --qemu $(QEMU_BIN) --qemu-src $(TOP)/qemu
 
+# Fault-injection driver (issue 6; docs/reliability.md).  CHAOS_QEMU picks
+# another binary, e.g. a private copy while qemu/ is being rebuilt.
+CHAOS_SHIM := $(CACHE_DIR)/chaos-shim
+CHAOS_BIN := $(CACHE_DIR)/chaos-build/chaos
+CHAOS_QEMU ?= $(QEMU_BIN)
+ROUNDS ?= 20
+SEED ?= 1
+CHAOS_FLAGS ?=
+
+chaos-driver: $(CHAOS_BIN)
+
+$(CHAOS_BIN): tests/chaos/chaos.cc tests/chaos/json.h $(wildcard migration-control/src/*.cc) \
+		migration-control/include/migration-control.h
+	@[ -f $(CHAOS_SHIM)/build.ninja ] || meson setup -Dbuildtype=debugoptimized $(CHAOS_SHIM) migration-control >/dev/null
+	@ninja -C $(CHAOS_SHIM) libmigration-control.a >/dev/null
+	@mkdir -p $(dir $@)
+	g++ -std=c++17 -O2 -g -Wall -Wextra -pthread -Imigration-control/include \
+	    tests/chaos/chaos.cc $(CHAOS_SHIM)/libmigration-control.a -o $@
+
+chaos: $(CHAOS_BIN)
+	nice $(CHAOS_BIN) --qemu $(CHAOS_QEMU) --qemu-src $(TOP)/qemu \
+	    --seed $(SEED) --rounds $(ROUNDS) $(CHAOS_FLAGS)
+
 clean:
-	rm -rf qemu/build $(STOCK_DIR)/build $(CACHE_DIR)/shim-build
+	rm -rf qemu/build $(STOCK_DIR)/build $(CACHE_DIR)/shim-build $(CACHE_DIR)/chaos-shim \
+	    $(CACHE_DIR)/chaos-build
 
 distclean:
 	rm -rf qemu $(CACHE_DIR)
