@@ -1171,7 +1171,10 @@ std::vector<std::string> Round::qemu_args(Qemu &q, bool dest)
         o_.qemu, "-nodefaults", "-display", "none", "-name", q.name + ",debug-threads=on",
         "-qmp", "unix:" + q.qmp_path + ",server=on,wait=off",
         "-serial", "file:" + q.serial_path, "-accel", o_.accel, "-machine", "q35", "-m", "150M",
-        "-drive", "if=none,id=d0,file=" + dir_ + "/boot.raw,format=raw",
+        // The self-test turns image locking off: with it on, QEMU itself
+        // refuses 'cont' on a source whose destination holds the disk.
+        "-drive", "if=none,id=d0,file=" + dir_ + "/boot.raw,format=raw" +
+                      (o_.brk.empty() ? "" : ",file.locking=off"),
         "-device", "ide-hd,drive=d0,secs=1,cyls=1,heads=1"};
     for (const auto &d : o_.firmware) {
         a.push_back("-L");
@@ -1486,6 +1489,11 @@ RoundResult Round::run()
             });
         }
         sleep_ms(t_sp - now_ms());
+        // A SIGSTOPped source cannot answer: send it once it is continued,
+        // as libvirt would retry.
+        while (src_.alive() && src_.sigstopped && now_ms() < lift_all + 1000) {
+            sleep_ms(10);
+        }
         if (src_.alive() && !src_.sigstopped) {
             if (src_.qmp.ok("migrate-start-postcopy", "", &err, 5000)) {
                 note("migrate-start-postcopy");
@@ -1520,7 +1528,9 @@ RoundResult Round::run()
             if (o_.brk == "source-resume" && !broke && s == "completed" && src_.alive()) {
                 broke = true;
                 note("BREAK: cont on the source after the switchover");
-                src_.qmp.ok("cont", "", &err, 5000);
+                if (!src_.qmp.ok("cont", "", &err, 5000)) {
+                    note("source: cont refused: " + err);
+                }
                 sleep_ms(1000);
             }
             bool lifted = now_ms() >= lift_all;
@@ -1543,7 +1553,7 @@ RoundResult Round::run()
                 break;
             }
             if (lifted && (s == "failed" || s == "cancelled") && d != "dead" && !dst_final &&
-                now_ms() > lift_all + 10000) {
+                now_ms() > lift_all + 6000) {
                 // The source gave up; the destination may wait forever for
                 // a stream that will not come (no return path fault is
                 // visible to it).  That is its right: it never ran.
