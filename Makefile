@@ -47,6 +47,13 @@ check: build stock
 check-full: build stock
 	@scripts/check
 	@if [ -e /dev/kvm ]; then ACCEL=kvm scripts/check; fi
+	@scripts/fuzz 60
+
+# libFuzzer targets of the shim (clang), FUZZ_SECONDS each, in .cache/fuzz-build.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: deps
+	@scripts/fuzz $(FUZZ_SECONDS)
 
 # Switchover downtime, patched vs stock, interleaved; writes docs/benchmarks.md.
 BENCH_RUNS ?= 10
