@@ -10,7 +10,7 @@ QEMU_BIN := $(TOP)/qemu/build/qemu-system-x86_64
 STOCK_BIN := $(STOCK_DIR)/build/qemu-system-x86_64
 
 .PHONY: all deps src build stock export check check-shim check-full demo bench clean distclean \
-	chaos chaos-driver
+	chaos chaos-driver chaos-selftest
 
 all: build
 
@@ -51,9 +51,14 @@ check-full: build stock
 
 # libFuzzer targets of the shim (clang), FUZZ_SECONDS each, in .cache/fuzz-build.
 FUZZ_SECONDS ?= 60
-.PHONY: fuzz
+.PHONY: fuzz check-asan
 fuzz: deps
 	@scripts/fuzz $(FUZZ_SECONDS)
+
+# The patched QEMU with ASan + UBSan in qemu/build-asan; the post-copy qtests
+# against it; any sanitizer report fails.
+check-asan: src
+	@scripts/check-asan
 
 # Switchover downtime, patched vs stock, interleaved; writes docs/benchmarks.md.
 BENCH_RUNS ?= 10
@@ -87,6 +92,11 @@ $(CHAOS_BIN): tests/chaos/chaos.cc tests/chaos/json.h $(wildcard migration-contr
 chaos: $(CHAOS_BIN)
 	nice $(CHAOS_BIN) --qemu $(CHAOS_QEMU) --qemu-src $(TOP)/qemu \
 	    --seed $(SEED) --rounds $(ROUNDS) $(CHAOS_FLAGS)
+
+# The driver must catch a source that resumes after the switchover.
+chaos-selftest: $(CHAOS_BIN)
+	nice $(CHAOS_BIN) --qemu $(CHAOS_QEMU) --qemu-src $(TOP)/qemu \
+	    --seed 1 --rounds 2 --break source-resume --expect-violation
 
 clean:
 	rm -rf qemu/build $(STOCK_DIR)/build $(CACHE_DIR)/shim-build $(CACHE_DIR)/chaos-shim \

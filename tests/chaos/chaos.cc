@@ -36,6 +36,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -343,6 +344,8 @@ struct Qemu {
             return false;
         }
         if (pid == 0) {
+            // Never outlive the driver.
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
             int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
             if (fd >= 0) {
                 dup2(fd, 1);
@@ -1049,6 +1052,7 @@ struct Options {
     std::string brk;          // self-test: "source-resume"
     bool keep = false;
     bool verbose = false;
+    bool expect_violation = false;   // self-test: succeed only if a violation is caught
     int settle_ms = 30000;    // bound to reach a final state after faults are lifted
 };
 
@@ -1764,7 +1768,7 @@ void usage()
     fprintf(stderr,
             "usage: chaos [--qemu BIN] [--qemu-src DIR] [--firmware DIR]... [--accel tcg|kvm]\n"
             "             [--seed S] [--rounds N] [--first R] [--round R] [--break source-resume]\n"
-            "             [--settle-ms MS] [--workdir DIR] [--keep] [--verbose]\n");
+            "             [--expect-violation] [--settle-ms MS] [--workdir DIR] [--keep] [--verbose]\n");
 }
 
 std::string shell_quote(const std::string &s)
@@ -1826,6 +1830,8 @@ int main(int argc, char **argv)
             o.settle_ms = atoi(val().c_str());
         } else if (a == "--workdir") {
             o.workdir = val();
+        } else if (a == "--expect-violation") {
+            o.expect_violation = true;
         } else if (a == "--keep") {
             o.keep = true;
         } else if (a == "--verbose") {
@@ -1953,6 +1959,11 @@ int main(int argc, char **argv)
         rmdir(o.workdir.c_str());
         std::string cmd = "rm -rf " + shell_quote(o.workdir);
         (void)system(cmd.c_str());
+    }
+    if (o.expect_violation) {
+        printf("\nself-test: %s\n", nbad_rounds ? "the driver caught the broken behaviour"
+                                                : "FAILED: no violation caught");
+        return nbad_rounds ? 0 : 1;
     }
     return nbad_rounds ? 1 : 0;
 }
