@@ -9,7 +9,7 @@ PYTHON := /usr/bin/python3
 QEMU_BIN := $(TOP)/qemu/build/qemu-system-x86_64
 STOCK_BIN := $(STOCK_DIR)/build/qemu-system-x86_64
 
-.PHONY: all deps src build stock export check check-shim check-full demo bench clean distclean \
+.PHONY: all deps src build stock export check check-shim check-full demo bench bench-handshake clean distclean \
 	chaos chaos-driver chaos-selftest
 
 all: build
@@ -66,6 +66,12 @@ bench: build stock
 	@$(PYTHON) bench/switchover.py --patched $(QEMU_BIN) --stock $(STOCK_BIN) \
 	    --qemu-src $(TOP)/qemu --runs $(BENCH_RUNS) --markdown docs/benchmarks.md \
 	    --command "make bench BENCH_RUNS=$(BENCH_RUNS)"
+
+# Switchover downtime with the start handshake on and off, and stock.
+bench-handshake: build stock
+	@$(PYTHON) bench/switchover.py --handshake --patched $(QEMU_BIN) --stock $(STOCK_BIN) \
+	    --qemu-src $(TOP)/qemu --runs $(BENCH_RUNS) --markdown docs/benchmarks.md \
+	    --command "make bench-handshake BENCH_RUNS=$(BENCH_RUNS)"
 
 demo: build
 	@$(PYTHON) scripts/demo.py --qemu $(QEMU_BIN) --qemu-src $(TOP)/qemu

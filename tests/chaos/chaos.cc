@@ -1547,7 +1547,13 @@ RoundResult Round::run()
             // A side that cannot go on without the other.
             if (lifted && s == "dead" && (d == "postcopy-paused" || d == "postcopy-active" ||
                                           d == "postcopy-device")) {
-                if (d == "postcopy-paused" || now_ms() > lift_all + 5000) {
+                if (d == "postcopy-paused") {
+                    done = true;
+                    break;
+                }
+                if (now_ms() > lift_all + 10000) {
+                    violation(fmt("hang: the destination is still in %s 10 s after the source died",
+                                  d.c_str()));
                     done = true;
                     break;
                 }
@@ -1768,7 +1774,32 @@ void usage()
     fprintf(stderr,
             "usage: chaos [--qemu BIN] [--qemu-src DIR] [--firmware DIR]... [--accel tcg|kvm]\n"
             "             [--seed S] [--rounds N] [--first R] [--round R] [--break source-resume]\n"
-            "             [--expect-violation] [--settle-ms MS] [--workdir DIR] [--keep] [--verbose]\n");
+            "             [--expect-violation] [--tap] [--settle-ms MS] [--workdir DIR] [--keep] [--verbose]\n");
+}
+
+bool g_tap = false;
+
+// stdout; in TAP mode every line is a comment except the results.
+void out(const char *f, ...) __attribute__((format(printf, 1, 2)));
+void out(const char *f, ...)
+{
+    char buf[16384];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(buf, sizeof(buf), f, ap);
+    va_end(ap);
+    if (!g_tap) {
+        fputs(buf, stdout);
+        return;
+    }
+    static bool bol = true;
+    for (const char *p = buf; *p; p++) {
+        if (bol && *p != '\n') {
+            fputs("# ", stdout);
+        }
+        fputc(*p, stdout);
+        bol = *p == '\n';
+    }
 }
 
 std::string shell_quote(const std::string &s)
@@ -1830,6 +1861,8 @@ int main(int argc, char **argv)
             o.settle_ms = atoi(val().c_str());
         } else if (a == "--workdir") {
             o.workdir = val();
+        } else if (a == "--tap") {
+            g_tap = true;
         } else if (a == "--expect-violation") {
             o.expect_violation = true;
         } else if (a == "--keep") {
@@ -1867,7 +1900,7 @@ int main(int argc, char **argv)
     mkdir(o.workdir.c_str(), 0755);
 
     Features feat = probe_features(o, o.workdir);
-    printf("chaos: %s\nchaos: features: postcopy-start-handshake %s, postcopy-break-action %s, "
+    out("chaos: %s\nchaos: features: postcopy-start-handshake %s, postcopy-break-action %s, "
            "postcopy-detect-timeout %s\n",
            o.qemu.c_str(), feat.handshake ? "yes" : "no (skipped)",
            feat.break_action ? "yes" : "no (skipped)", feat.detect_timeout ? "yes" : "no (skipped)");
@@ -1885,6 +1918,9 @@ int main(int argc, char **argv)
         replay_base += " --break " + o.brk;
     }
 
+    if (g_tap) {
+        printf("1..%d\n", o.expect_violation ? 1 : o.rounds);
+    }
     int nviol = 0, nrounds = 0, nbad_rounds = 0;
     // kind x phase -> outcome -> count
     std::map<std::string, std::map<std::string, int>> table;
@@ -1901,19 +1937,24 @@ int main(int argc, char **argv)
         std::string replay = fmt("%s --seed %llu --round %d", replay_base.c_str(),
                                  (unsigned long long)o.seed, r);
         bool bad = !res.violations.empty();
-        printf("round %d: %s [%s] phase=%s -> %s%s (%.1f s)\n", r, res.fault_desc.c_str(),
+        out("round %d: %s [%s] phase=%s -> %s%s (%.1f s)\n", r, res.fault_desc.c_str(),
                cfg.describe().c_str(), res.phase.c_str(), res.outcome.c_str(),
                bad ? fmt(", %zu VIOLATION(S)", res.violations.size()).c_str() : "", res.seconds);
+        if (g_tap && !o.expect_violation) {
+            printf("%s %d - round %d: %s -> %s%s\n", bad ? "not ok" : "ok", nrounds, r,
+                   res.fault_desc.c_str(), res.outcome.c_str(),
+                   bad ? fmt(" # replay: %s", replay.c_str()).c_str() : "");
+        }
         if (bad || o.verbose) {
             for (const auto &v : res.violations) {
-                printf("  VIOLATION: %s\n", v.what.c_str());
+                out("  VIOLATION: %s\n", v.what.c_str());
             }
             for (const auto &l : res.timeline) {
-                printf("    %s\n", l.c_str());
+                out("    %s\n", l.c_str());
             }
         }
         if (bad) {
-            printf("  replay: %s\n  logs: %s\n", replay.c_str(), dir.c_str());
+            out("  replay: %s\n  logs: %s\n", replay.c_str(), dir.c_str());
             nviol += int(res.violations.size());
             nbad_rounds++;
             failing.push_back(replay);
@@ -1933,13 +1974,13 @@ int main(int argc, char **argv)
         outcomes[oc]++;
     }
 
-    printf("\n== summary: %d rounds, %d violating round(s), %d violation(s), %.0f s ==\n", nrounds,
+    out("\n== summary: %d rounds, %d violating round(s), %d violation(s), %.0f s ==\n", nrounds,
            nbad_rounds, nviol, (now_ms() - t0) / 1000);
-    printf("outcomes:");
+    out("outcomes:");
     for (const auto &kv : outcomes) {
-        printf(" %s=%d", kv.first.c_str(), kv.second);
+        out(" %s=%d", kv.first.c_str(), kv.second);
     }
-    printf("\n\n| fault @ source phase when it fired | rounds | outcomes |\n|---|---:|---|\n");
+    out("\n\n| fault @ source phase when it fired | rounds | outcomes |\n|---|---:|---|\n");
     for (const auto &row : table) {
         int n = 0;
         std::string oc;
@@ -1947,12 +1988,12 @@ int main(int argc, char **argv)
             n += kv.second;
             oc += fmt("%s%s %d", oc.empty() ? "" : ", ", kv.first.c_str(), kv.second);
         }
-        printf("| %s | %d | %s |\n", row.first.c_str(), n, oc.c_str());
+        out("| %s | %d | %s |\n", row.first.c_str(), n, oc.c_str());
     }
     if (!failing.empty()) {
-        printf("\nreplay the failing rounds with:\n");
+        out("\nreplay the failing rounds with:\n");
         for (const auto &f : failing) {
-            printf("  %s\n", f.c_str());
+            out("  %s\n", f.c_str());
         }
     }
     if (nbad_rounds == 0 && !o.keep) {
@@ -1961,8 +2002,12 @@ int main(int argc, char **argv)
         (void)system(cmd.c_str());
     }
     if (o.expect_violation) {
-        printf("\nself-test: %s\n", nbad_rounds ? "the driver caught the broken behaviour"
-                                                : "FAILED: no violation caught");
+        out("\nself-test: %s\n", nbad_rounds ? "the driver caught the broken behaviour"
+                                             : "FAILED: no violation caught");
+        if (g_tap) {
+            printf("%s 1 - self-test: --break %s is caught\n", nbad_rounds ? "ok" : "not ok",
+                   o.brk.c_str());
+        }
         return nbad_rounds ? 0 : 1;
     }
     return nbad_rounds ? 1 : 0;
