@@ -10,7 +10,7 @@ QEMU_BIN := $(TOP)/qemu/build/qemu-system-x86_64
 STOCK_BIN := $(STOCK_DIR)/build/qemu-system-x86_64
 
 .PHONY: all deps src build stock export check check-shim check-full demo bench bench-handshake clean distclean \
-	chaos chaos-driver chaos-selftest
+	chaos chaos-driver chaos-selftest chaos-full
 
 all: build
 
@@ -98,6 +98,10 @@ $(CHAOS_BIN): tests/chaos/chaos.cc tests/chaos/json.h $(wildcard migration-contr
 chaos: $(CHAOS_BIN)
 	nice $(CHAOS_BIN) --qemu $(CHAOS_QEMU) --qemu-src $(TOP)/qemu \
 	    --seed $(SEED) --rounds $(ROUNDS) $(CHAOS_FLAGS)
+
+# The long set (for check-full): 300 rounds of seed 2.
+chaos-full: $(CHAOS_BIN)
+	nice $(CHAOS_BIN) --qemu $(CHAOS_QEMU) --qemu-src $(TOP)/qemu --seed 2 --rounds 300 $(CHAOS_FLAGS)
 
 # The driver must catch a source that resumes after the switchover.
 chaos-selftest: $(CHAOS_BIN)

@@ -1044,6 +1044,7 @@ struct Options {
     std::string qemu = "qemu/build/qemu-system-x86_64";
     std::string qemu_src = "qemu";
     std::vector<std::string> firmware;
+    std::vector<std::string> traces;   // -trace patterns for both QEMUs (debugging)
     std::string accel = "tcg";
     std::string workdir;
     uint64_t seed = 1;
@@ -1183,6 +1184,10 @@ std::vector<std::string> Round::qemu_args(Qemu &q, bool dest)
     for (const auto &d : o_.firmware) {
         a.push_back("-L");
         a.push_back(d);
+    }
+    for (const auto &t : o_.traces) {
+        a.push_back("-trace");
+        a.push_back(t);
     }
     if (dest) {
         a.push_back("-S");
@@ -1772,7 +1777,7 @@ RoundResult Round::run()
 void usage()
 {
     fprintf(stderr,
-            "usage: chaos [--qemu BIN] [--qemu-src DIR] [--firmware DIR]... [--accel tcg|kvm]\n"
+            "usage: chaos [--qemu BIN] [--qemu-src DIR] [--firmware DIR]... [--accel tcg|kvm] [--trace PATTERN]...\n"
             "             [--seed S] [--rounds N] [--first R] [--round R] [--break source-resume]\n"
             "             [--expect-violation] [--tap] [--settle-ms MS] [--workdir DIR] [--keep] [--verbose]\n");
 }
@@ -1839,6 +1844,8 @@ int main(int argc, char **argv)
             o.qemu_src = val();
         } else if (a == "--firmware") {
             o.firmware.push_back(val());
+        } else if (a == "--trace") {
+            o.traces.push_back(val());
         } else if (a == "--accel") {
             o.accel = val();
         } else if (a == "--seed") {
