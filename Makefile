@@ -114,3 +114,18 @@ clean:
 
 distclean:
 	rm -rf qemu $(CACHE_DIR)
+
+# Silent partition (issue 5): destination in a network namespace, iptables
+# DROP both ways during post-copy.  Needs root; skipped with a message
+# otherwise.  PARTITION_QEMU picks another binary (e.g. qemu-i5/build's).
+PARTITION_QEMU ?= $(QEMU_BIN)
+.PHONY: check-partition bench-partition
+check-partition: build
+	@$(PYTHON) tests/partition/test-partition.py $(PARTITION_QEMU); rc=$$?; \
+	    [ $$rc -eq 77 ] && rc=0; exit $$rc
+
+# Detection latency (T = 1 s, 3 s vs stock) and the detector's page-fault
+# cost; writes its section of docs/benchmarks.md.
+bench-partition: build stock
+	@$(PYTHON) bench/partition.py --binary $(PARTITION_QEMU) --stock $(STOCK_BIN) \
+	    --runs $(BENCH_RUNS) --markdown docs/benchmarks.md
