@@ -45,7 +45,7 @@ def first(events, name, status=None):
     return None
 
 
-def one_run(binary, boot, work, flow):
+def one_run(binary, boot, work, flow, handshake=False):
     port = free_port()
     uri = f"tcp:127.0.0.1:{port}"
     src = QEMU(binary, "src", work, guest_args(boot))
@@ -53,6 +53,11 @@ def one_run(binary, boot, work, flow):
     dst = QEMU(binary, "dst", work, dst_args)
     try:
         postcopy_prepare(src, dst)
+        if handshake:
+            for side in (src, dst):
+                side.qmp.cmd("migrate-set-capabilities", capabilities=[
+                    {"capability": "return-path", "state": True},
+                    {"capability": "postcopy-start-handshake", "state": True}])
         dst.qmp.cmd("migrate-incoming", uri=uri)
         src.qmp.cmd("migrate", uri=uri)
         wait_first_pass(src)
@@ -99,21 +104,29 @@ def main():
     ap.add_argument("--flows", default="autostart,libvirt")
     ap.add_argument("--markdown")
     ap.add_argument("--command", default=" ".join(sys.argv))
+    ap.add_argument("--handshake", action="store_true",
+                    help="compare stock, patched and patched with postcopy-start-handshake")
     opts = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="pc-bench-")
     boot = os.path.join(work, "boot.raw")
     write_bootsector(opts.qemu_src, boot)
-    binaries = {"patched": opts.patched, "stock": opts.stock}
+    # variant -> (binary, start handshake)
+    binaries = {"patched": (opts.patched, False), "stock": (opts.stock, False)}
+    if opts.handshake:
+        binaries["patched+handshake"] = (opts.patched, True)
+    names = list(binaries)
     results = {}
     for flow in opts.flows.split(","):
         for name in binaries:
             results[(flow, name)] = []
         for i in range(opts.runs):
-            for name in (("patched", "stock") if i % 2 == 0 else ("stock", "patched")):
-                r = one_run(binaries[name], boot, work, flow)
+            # rotate the order so that no variant always runs first
+            k = i % len(names)
+            for name in names[k:] + names[:k]:
+                r = one_run(binaries[name][0], boot, work, flow, binaries[name][1])
                 results[(flow, name)].append(r)
-                print(f"{flow:9} {name:7} run {i + 1:2}: " +
+                print(f"{flow:9} {name:17} run {i + 1:2}: " +
                       ", ".join(f"{k}={v:.2f}" for k, v in r.items()), flush=True)
 
     out = {}
@@ -127,7 +140,9 @@ def main():
     print(json.dumps(out, indent=2))
 
     if opts.markdown:
-        lines = ["## Post-copy switchover downtime (switchover core)", "",
+        heading = ("## Post-copy start handshake downtime" if opts.handshake
+                   else "## Post-copy switchover downtime (switchover core)")
+        lines = [heading, "",
                  f"Command: `{opts.command}`", "",
                  f"Measured {time.strftime('%Y-%m-%d')} on this project's 2-core machine, TCG, "
                  f"150 MiB guest dirtying memory, loopback TCP, {opts.runs} runs per binary "
@@ -144,8 +159,24 @@ def main():
                 + (f"{dw['median']:.2f} / {dw['p90']:.2f}" if dw else "n/a (no such state)") + " |")
         lines += ["", "downtime: source STOP → destination RESUME. dst→src postcopy-active: the source's "
                   "postcopy-active event minus the destination's (negative: the source was first).", ""]
-        write_section(opts.markdown, "## Post-copy switchover downtime (switchover core)", "\n".join(lines))
+        if opts.handshake:
+            lines += _handshake_cost(out)
+        write_section(opts.markdown, heading, "\n".join(lines))
     return 0
+
+
+def _handshake_cost(out):
+    """Added median downtime of the handshake, per flow."""
+    lines = ["Added median downtime of the start handshake (patched+handshake minus patched, "
+             "and minus stock):", ""]
+    for flow in sorted({k.split("/")[0] for k in out}):
+        hs = out.get(f"{flow}/patched+handshake", {}).get("downtime_ms")
+        off = out.get(f"{flow}/patched", {}).get("downtime_ms")
+        st = out.get(f"{flow}/stock", {}).get("downtime_ms")
+        if hs and off and st:
+            lines.append(f"- {flow}: {hs['median'] - off['median']:+.2f} ms vs handshake off, "
+                         f"{hs['median'] - st['median']:+.2f} ms vs stock")
+    return lines + [""]
 
 
 def write_section(path, heading, text):
