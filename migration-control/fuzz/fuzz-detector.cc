@@ -25,6 +25,7 @@
 #include "input.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace {
 
@@ -118,6 +119,7 @@ void fuzz_detector(fuzz::Input &in)
                 mc_detector_poll(d, now, (op & 0x80) ? nullptr : &next);
             FUZZ_ASSERT(v == MC_DETECTOR_QUIET || v == MC_DETECTOR_SEND_HEARTBEAT ||
                         v == MC_DETECTOR_BROKEN);
+            FUZZ_ASSERT(std::strcmp(mc_detector_verdict_name(v), "invalid-verdict") != 0);
             if (T == 0) {
                 FUZZ_ASSERT(v == MC_DETECTOR_QUIET);
                 FUZZ_ASSERT((op & 0x80) || next == UINT64_MAX);

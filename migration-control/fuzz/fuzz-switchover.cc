@@ -123,6 +123,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const bool rp = flags & MC_FLAG_RETURN_PATH;
     const bool hs = flags & MC_FLAG_START_HANDSHAKE;
 
+    FUZZ_ASSERT(mc_abi_version() == MC_ABI_VERSION);
+    {
+        char err[32];
+        FUZZ_ASSERT(mc_switchover_fire(nullptr, event_of(uint8_t(flags)), nullptr, err,
+                                       sizeof(err)) == -1 &&
+                    err[0]);
+    }
+
     McSwitchover *sw = mc_switchover_new(role, flags);
     const bool valid = role < MC_ROLE__MAX && (!hs || rp);
     FUZZ_ASSERT(valid == (sw != nullptr));
