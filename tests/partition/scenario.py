@@ -55,13 +55,14 @@ class Run:
     for stock QEMU)."""
 
     def __init__(self, src_bin, dst_bin, boot, work, detect, pause=True,
-                 postcopy_bw=32768, blocktime=False):
+                 postcopy_bw=32768, blocktime=False, dst_extra=()):
         self.work = work
         self.detect = detect
         netns.setup()
         self.src = QEMU(src_bin, "src", work, guest_args(boot))
         self.dst = QEMU(netns.wrapper(dst_bin, work), "dst", work,
-                        guest_args(boot) + ["-incoming", "defer"])
+                        guest_args(boot) + list(dst_extra) +
+                        ["-incoming", "defer"])
         try:
             self._start(detect, pause, postcopy_bw, blocktime)
         except Exception:
