@@ -1574,7 +1574,18 @@ RoundResult Round::run()
         bool done = false;
         while (now_ms() < std::max(deadline, t_sp + o_.settle_ms)) {
             std::string s = side_status(src_), d = side_status(dst_);
-            if (!cont_sent && d == "postcopy-active" && dst_.alive()) {
+            // With the start handshake, 'cont' as soon as the destination
+            // reports postcopy-active (the flow: the handshake makes
+            // it safe).  Without it, like libvirt: once the source reports
+            // postcopy-active, i.e. received the package acknowledgement;
+            // before that, a destination started by 'cont' may run while
+            // the source fails and resumes (no protocol can tell them apart
+            // without the handshake; docs/reliability.md).
+            bool cont_due = cfg_.handshake == 1
+                                ? d == "postcopy-active"
+                                : d == "postcopy-active" &&
+                                      src_.qmp.seen_migration("postcopy-active");
+            if (!cont_sent && cont_due && dst_.alive()) {
                 cont_sent = true;
                 if (dst_.qmp.ok("cont", "", &err, 5000)) {
                     note("destination: cont (libvirt)");
@@ -1676,6 +1687,7 @@ RoundResult Round::run()
     // ---- final state and invariants
     bool src_alive = src_.alive(), dst_alive = dst_.alive();
     bool src_running = false, dst_running = false;
+    std::string src_runstate;
     if (!bad_setup) {
         for (Qemu *q : {&src_, &dst_}) {
             if (!q->alive()) {
@@ -1688,12 +1700,20 @@ RoundResult Round::run()
             }
             bool run = r["return"]["running"].boolean();
             (q == &src_ ? src_running : dst_running) = run;
+            if (q == &src_) {
+                src_runstate = r["return"]["status"].str();
+            }
             note(fmt("%s: final run state %s, migration %s", q->name.c_str(),
                      r["return"]["status"].str().c_str(), side_status(*q).c_str()));
         }
     }
     std::string s_mig = src_.qmp.last_migration(), d_mig = dst_.qmp.last_migration();
-    bool src_can = src_alive && (src_running || s_mig == "failed" || s_mig == "cancelled");
+    // A failed or cancelled source can run the guest again unless it kept
+    // it in finish-migrate, where QEMU refuses 'cont' (it gave the guest
+    // away to the destination).
+    bool src_can = src_alive &&
+                   (src_running || ((s_mig == "failed" || s_mig == "cancelled") &&
+                                    src_runstate != "finish-migrate"));
     bool dst_can = dst_alive && d_mig == "completed";
     bool dst_ever_ran = false;
 
