@@ -48,6 +48,7 @@ check-full: build stock
 	@scripts/check
 	@if [ -e /dev/kvm ]; then ACCEL=kvm scripts/check; fi
 	@scripts/fuzz 60
+	@$(MAKE) -s chaos-full
 
 # libFuzzer targets of the shim (clang), FUZZ_SECONDS each, in .cache/fuzz-build.
 FUZZ_SECONDS ?= 60
