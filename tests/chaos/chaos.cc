@@ -1628,6 +1628,17 @@ RoundResult Round::run()
                 done = true;
                 break;
             }
+            // The return path broke while the source completed: it cannot
+            // know that the destination got the end of the stream, so it
+            // paused for a recovery rather than strand a destination that
+            // might miss pages.  The destination completed: management
+            // (libvirt's confirm phase) ends the source.
+            if (lifted && s == "postcopy-paused" && d == "completed") {
+                note("destination completed, source paused waiting for a recovery: "
+                     "management ends the source");
+                done = true;
+                break;
+            }
             if (lifted && (s == "failed" || s == "cancelled") && d != "dead" && !dst_final &&
                 now_ms() > lift_all + 6000) {
                 // The source gave up; the destination may wait forever for
