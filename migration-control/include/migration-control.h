@@ -24,7 +24,10 @@ extern "C" {
 typedef enum McRole {
     MC_ROLE_SOURCE,
     MC_ROLE_DESTINATION,
-    MC_ROLE__MAX
+    MC_ROLE__MAX,
+    /* Make every int a valid value in C++: no UB on bad input */
+    MC_ROLE__INT_MIN = -0x7fffffff - 1,
+    MC_ROLE__INT_MAX = 0x7fffffff
 } McRole;
 
 /* The switchover phases.  Names match QEMU's MigrationStatus. */
@@ -42,7 +45,10 @@ typedef enum McState {
     MC_STATE_STARTED,              /* destination: start granted, vCPUs may run */
     MC_STATE_START_REQUESTED_PAUSED, /* destination: channel broke while asking */
     MC_STATE_CANCELLED,
-    MC_STATE__MAX
+    MC_STATE__MAX,
+    /* Make every int a valid value in C++: no UB on bad input */
+    MC_STATE__INT_MIN = -0x7fffffff - 1,
+    MC_STATE__INT_MAX = 0x7fffffff
 } McState;
 
 typedef enum McEvent {
@@ -62,7 +68,10 @@ typedef enum McEvent {
     MC_EVENT_START_GRANTED,       /* destination: StartGrant received */
     MC_EVENT_START_DENIED,        /* destination: StartDeny received */
     MC_EVENT_CANCEL_REQUESTED,    /* source: migrate_cancel */
-    MC_EVENT__MAX
+    MC_EVENT__MAX,
+    /* Make every int a valid value in C++: no UB on bad input */
+    MC_EVENT__INT_MIN = -0x7fffffff - 1,
+    MC_EVENT__INT_MAX = 0x7fffffff
 } McEvent;
 
 /* Actions QEMU must carry out after a transition; a bit mask. */
