@@ -23,6 +23,19 @@ uint64_t heartbeat_interval(const McDetector *d)
     return std::max<uint64_t>(d->timeout / 4, 1);
 }
 
+// a + b, saturating (a deadline for the next poll).
+uint64_t add_sat(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+// now >= since + span, without overflow (since <= now normally; a clock
+// that went back is not past anything).
+bool elapsed(uint64_t now, uint64_t since, uint64_t span)
+{
+    return now >= since && now - since >= span;
+}
+
 } // namespace
 
 extern "C" {
@@ -72,20 +85,19 @@ McDetectorVerdict mc_detector_poll(McDetector *d, uint64_t now_ms, uint64_t *nex
         // Off: never broken, never a heartbeat.
     } else if (d->broken) {
         v = MC_DETECTOR_BROKEN;
-    } else if (d->armed && now_ms >= d->last_rx + d->timeout) {
+    } else if (d->armed && elapsed(now_ms, d->last_rx, d->timeout)) {
         d->broken = true;
         v = MC_DETECTOR_BROKEN;
     } else {
         if (d->armed) {
-            next = d->last_rx + d->timeout;
+            next = add_sat(d->last_rx, d->timeout);
         }
         if (d->role == MC_ROLE_SOURCE) {
-            const uint64_t due = d->last_tx + heartbeat_interval(d);
-            if (now_ms >= due) {
+            if (elapsed(now_ms, d->last_tx, heartbeat_interval(d))) {
                 v = MC_DETECTOR_SEND_HEARTBEAT;
-                next = std::min(next, now_ms + heartbeat_interval(d));
+                next = std::min(next, add_sat(now_ms, heartbeat_interval(d)));
             } else {
-                next = std::min(next, due);
+                next = std::min(next, add_sat(d->last_tx, heartbeat_interval(d)));
             }
         }
     }

@@ -25,6 +25,23 @@ void test_off()
     mc_detector_free(d);
 }
 
+// Found by fuzz-detector: last_rx + T wrapped around for a huge T.
+void test_huge_timeout()
+{
+    for (McRole role : {MC_ROLE_SOURCE, MC_ROLE_DESTINATION}) {
+        McDetector *d = mc_detector_new(role, UINT64_MAX, 1000);
+        uint64_t next = 0;
+        mc_detector_received(d, 1000, 1);
+        bool ok = true;
+        for (uint64_t t : {uint64_t(1000), uint64_t(2000), UINT64_MAX / 2, UINT64_MAX - 1}) {
+            ok = ok && mc_detector_poll(d, t, &next) != MC_DETECTOR_BROKEN;
+        }
+        check(ok, std::string(mc_role_name(role)) +
+                      ": T=UINT64_MAX never declares the channel broken");
+        mc_detector_free(d);
+    }
+}
+
 void test_source()
 {
     const uint64_t T = 1000;
@@ -195,6 +212,7 @@ void test_policy()
 int main()
 {
     test_off();
+    test_huge_timeout();
     test_source();
     test_destination();
     for (uint64_t T : {1000, 3000}) {
