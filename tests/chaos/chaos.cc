@@ -815,10 +815,11 @@ RoundConfig plan_round(uint64_t seed, int round, const Features &feat)
         c.handshake = hs;
     }
     if (feat.break_action) {
-        c.break_action = ba ? "pause" : "none";
+        c.break_action = ba ? "pause" : "keep-running";
     }
     if (feat.detect_timeout) {
-        c.detect_timeout = dt;
+        // On (1-3 s) or off (0) without another draw, so plans stay put
+        c.detect_timeout = (dt & 1) ? dt : 0;
     }
     int nfaults = rng.chance(30) ? 2 : 1;
     int at = rng.range(-50, 400);
