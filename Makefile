@@ -61,6 +61,17 @@ fuzz: deps
 check-asan: src
 	@scripts/check-asan
 
+# Upstream QEMU 10.2.2 (Debian's qemu 1:10.2.2+ds-1), built the same way in
+# .cache/base-10.2/qemu/build, and the post-copy interop runs against it.
+UPSTREAM102_BIN := $(CACHE_DIR)/base-10.2/qemu/build/qemu-system-x86_64
+.PHONY: upstream-10.2 check-interop
+upstream-10.2: deps
+	@UPSTREAM=10.2 scripts/fetch-upstream
+	@scripts/build $(CACHE_DIR)/base-10.2/qemu $(CACHE_DIR)/base-10.2/qemu/build
+
+check-interop: build upstream-10.2
+	@scripts/check-interop $(UPSTREAM102_BIN)
+
 # Switchover downtime, patched vs stock, interleaved; writes docs/benchmarks.md.
 BENCH_RUNS ?= 10
 bench: build stock
