@@ -31,6 +31,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "partition"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from switchover import write_section  # noqa: E402  (same section rules)
 import netns  # noqa: E402
 import scenario  # noqa: E402
 from qmp import write_bootsector, wait_until  # noqa: E402
@@ -196,20 +198,7 @@ def write_markdown(args, res):
     if off and on:
         lines += ["", f"Detector on vs off: {100.0 * (on - off) / off:+.1f} % "
                   "per fault."]
-    text = "\n".join(lines) + "\n"
-    try:
-        old = open(args.markdown).read()
-    except FileNotFoundError:
-        old = ""
-    if SECTION in old:
-        head, rest = old.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt >= 0 else ""
-        new = head + text + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    open(args.markdown, "w").write(new)
-
+    write_section(args.markdown, SECTION, "\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -164,14 +164,16 @@ void fuzz_policy(fuzz::Input &in)
     bool paused = false;    // model: the policy owns a pause
     for (int steps = 0; !in.empty() && steps < 512; steps++) {
         const uint8_t b = in.u8();
-        // The enum's value range is 0..7; 4..7 are not events.
-        const McPolicyEvent e = McPolicyEvent(b & 7);
+        // Any int is a valid McPolicyEvent value (the enum's sentinels);
+        // most bytes pick a real event, the others an arbitrary value.
+        const McPolicyEvent e = (b & 0x40) ? McPolicyEvent(int32_t(in.u32()))
+                                           : McPolicyEvent(b & 3);
         const bool running = b & 0x80;
         const McPolicyAction a = mc_pause_policy_on(p, e, running);
         FUZZ_ASSERT(a == MC_POLICY_NONE || a == MC_POLICY_PAUSE_GUEST ||
                     a == MC_POLICY_RESUME_GUEST);
         FUZZ_ASSERT(mc_policy_event_name(e) != nullptr);
-        if (!enabled || e >= MC_POLICY_EVENT__MAX) {
+        if (!enabled || e < 0 || e >= MC_POLICY_EVENT__MAX) {
             FUZZ_ASSERT(a == MC_POLICY_NONE);
         } else if (e == MC_POLICY_CHANNEL_BROKEN) {
             // Pause a running guest; a stopped one is not ours.

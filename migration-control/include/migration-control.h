@@ -177,7 +177,10 @@ typedef enum McPolicyEvent {
     MC_POLICY_RECOVERED,
     MC_POLICY_USER_STOP,
     MC_POLICY_USER_CONT,
-    MC_POLICY_EVENT__MAX
+    MC_POLICY_EVENT__MAX,
+    /* Make every int a valid value in C++: no UB on bad input */
+    MC_POLICY_EVENT__INT_MIN = -0x7fffffff - 1,
+    MC_POLICY_EVENT__INT_MAX = 0x7fffffff
 } McPolicyEvent;
 
 typedef enum McPolicyAction {

@@ -210,7 +210,7 @@ const char *mc_policy_event_name(McPolicyEvent e)
         return "UserStop";
     case MC_POLICY_USER_CONT:
         return "UserCont";
-    case MC_POLICY_EVENT__MAX:
+    default:
         break;
     }
     return "InvalidPolicyEvent";

@@ -56,6 +56,8 @@ constexpr Row kSourceTable[] = {
     {MC_STATE_DEVICE,            MC_EVENT_PACKAGE_SENT,       kRP,  0,     MC_STATE_POSTCOPY_DEVICE,     0},
     {MC_STATE_DEVICE,            MC_EVENT_PACKAGE_SENT,       kAny, kRP,   MC_STATE_POSTCOPY_ACTIVE,     0},
     {MC_STATE_DEVICE,            MC_EVENT_CHANNEL_BROKEN,     kAny, 0,     MC_STATE_FAILED,              kResume},
+    // migrate_cancel before the package left, as in QEMU 10.0.
+    {MC_STATE_DEVICE,            MC_EVENT_CANCEL_REQUESTED,   kAny, 0,     MC_STATE_CANCELLED,           kResume},
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_PACKAGE_LOADED,     kAny, 0,     MC_STATE_POSTCOPY_ACTIVE,     0},
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CHANNEL_BROKEN,     kAny, 0,     MC_STATE_FAILED,              kResume},
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_ACK_TIMEOUT,        kAny, 0,     MC_STATE_FAILED,              kResume},
