@@ -71,6 +71,25 @@ upstream-10.2: deps
 
 check-interop: build upstream-10.2
 	@scripts/check-interop $(UPSTREAM102_BIN)
+	@$(MAKE) -s chaos-interop
+
+# Fault rounds across versions, new features off (the driver turns on only
+# what both binaries have): patched -> 10.2.2, then 10.2.2 -> patched, on a
+# machine type both know.  INTEROP_ROUNDS per direction.
+INTEROP_ROUNDS ?= 30
+INTEROP_MACHINE := pc-q35-10.0
+.PHONY: chaos-interop
+chaos-interop: $(CHAOS_BIN) upstream-10.2
+	@rc=0; \
+	echo "== fault rounds: patched source -> 10.2.2 destination"; \
+	nice $(CHAOS_BIN) --qemu $(CHAOS_QEMU) --qemu-dst $(UPSTREAM102_BIN) \
+	    --machine $(INTEROP_MACHINE) --qemu-src $(TOP)/qemu --seed 5 \
+	    --rounds $(INTEROP_ROUNDS) $(CHAOS_FLAGS) || rc=1; \
+	echo "== fault rounds: 10.2.2 source -> patched destination"; \
+	nice $(CHAOS_BIN) --qemu $(UPSTREAM102_BIN) --qemu-dst $(CHAOS_QEMU) \
+	    --machine $(INTEROP_MACHINE) --qemu-src $(TOP)/qemu --seed 6 \
+	    --rounds $(INTEROP_ROUNDS) $(CHAOS_FLAGS) || rc=1; \
+	exit $$rc
 
 # Switchover downtime, patched vs stock, interleaved; writes docs/benchmarks.md.
 BENCH_RUNS ?= 10
@@ -120,6 +139,12 @@ chaos-selftest: $(CHAOS_BIN)
 	nice $(CHAOS_BIN) --qemu $(CHAOS_QEMU) --qemu-src $(TOP)/qemu \
 	    --seed 1 --rounds 2 --break source-resume --expect-violation
 
+# The driver against a deliberately broken build (tests/chaos/broken/): the
+# short set must catch it.  Builds qemu/ HEAD + the patch in .cache/broken.
+.PHONY: chaos-broken
+chaos-broken: src
+	@scripts/chaos-broken
+
 clean:
 	rm -rf qemu/build $(STOCK_DIR)/build $(CACHE_DIR)/shim-build $(CACHE_DIR)/chaos-shim \
 	    $(CACHE_DIR)/chaos-build
@@ -137,7 +162,14 @@ check-partition: build
 	    [ $$rc -eq 77 ] && rc=0; exit $$rc
 
 # Detection latency (T = 1 s, 3 s vs stock) and the detector's page-fault
-# cost; writes its section of docs/benchmarks.md.
+# cost; writes their sections of docs/benchmarks.md.
 bench-partition: build stock
 	@$(PYTHON) bench/partition.py --binary $(PARTITION_QEMU) --stock $(STOCK_BIN) \
 	    --runs $(BENCH_RUNS) --markdown docs/benchmarks.md
+
+# The detector's page-fault cost alone (on vs off, BENCH_RUNS each); writes
+# its own section of docs/benchmarks.md.
+.PHONY: bench-faults
+bench-faults: build
+	@$(PYTHON) bench/partition.py --binary $(PARTITION_QEMU) --only faults \
+	    --fault-runs $(BENCH_RUNS) --markdown docs/benchmarks.md

@@ -11,16 +11,21 @@ postcopy-break-action=pause, median of N runs per T.  Stock QEMU has no
 detector: each of its runs waits up to --stock-bound seconds and is
 reported as exceeding it when nothing happens.
 
-Page-fault cost: whole post-copy migrations (no bandwidth cap, no
-partition), detector on (T = 1 s) and off, runs interleaved: the
-destination traces every page request and every page placed; request ->
-placed is the time a vCPU waits for a missing page.
+Page-fault cost: post-copy without a partition, the background stream
+capped at 1 MiB/s for a fixed window so that the guest keeps faulting on
+missing pages at a steady rate, detector on (T = 1 s) and off, runs in
+ABBA order: the destination traces every page request and every page
+placed; request -> placed is the time a vCPU waits for a missing page.
+Per run the median wait; the verdict compares the medians of the runs'
+medians, with a bootstrap 95 % interval over runs.
 
-Needs root.  usage: partition.py [--runs N] [--markdown FILE]
+Needs root.  usage: partition.py [--runs N] [--fault-runs N]
+                                 [--only detect|faults] [--markdown FILE]
 """
 
 import argparse
 import json
+import random
 import re
 import os
 import statistics
@@ -37,7 +42,10 @@ import netns  # noqa: E402
 import scenario  # noqa: E402
 from qmp import write_bootsector, wait_until  # noqa: E402
 
-SECTION = "## Silent partition: detection latency and page-fault cost"
+SECTION = "## Silent partition: detection latency"
+SECTION_FAULTS = "## Failure detector: page-fault cost"
+FAULT_BW = 1 << 20       # background stream during the window, bytes/s
+FAULT_WINDOW = 4.0       # seconds of post-copy measured per run
 
 
 def detect_once(binary, boot, work, detect, bound):
@@ -72,19 +80,23 @@ def fault_latencies(trace):
 
 
 def fault_cost_once(binary, boot, work, detect):
-    """A whole post-copy migration (no bandwidth cap, no partition), the
-    destination tracing each page request and each page placed: the time
-    from one to the other is the wait of a vCPU on a missing page."""
+    """Post-copy with the background stream capped at FAULT_BW for
+    FAULT_WINDOW seconds (the guest keeps faulting on missing pages), then
+    uncapped to completion; the destination traces each page request and
+    each page placed: the time from one to the other is the wait of a vCPU
+    on a missing page."""
     trace = os.path.join(work, "dst-faults.trace")
     if os.path.exists(trace):
         os.unlink(trace)
     run = scenario.Run(binary, binary, boot, work, detect, pause=False,
-                       postcopy_bw=0,
+                       postcopy_bw=FAULT_BW,
                        dst_extra=["-msg", "timestamp=on", "-trace",
                                   "enable=postcopy_ram_fault_thread_request",
                                   "-trace",
                                   f"enable=postcopy_place_page,file={trace}"])
     try:
+        time.sleep(FAULT_WINDOW)
+        run.src.qmp.cmd("migrate-set-parameters", max_postcopy_bandwidth=0)
         wait_until(lambda: scenario.status(run.src) == "completed", 120,
                    "the source to complete")
         wait_until(lambda: scenario.status(run.dst) == "completed", 120,
@@ -102,6 +114,24 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
+def fault_verdict(off, on, resamples=10000):
+    """Detector on vs off: the relative difference of the medians of the
+    runs' median waits, and its bootstrap 95 % interval (runs resampled
+    with replacement within each arm; fixed seed, so reproducible)."""
+    off = [r["median_us"] for r in off if r["median_us"]]
+    on = [r["median_us"] for r in on if r["median_us"]]
+    if not off or not on:
+        return None
+    rng = random.Random(1)
+    diffs = sorted(
+        statistics.median(rng.choices(on, k=len(on))) /
+        statistics.median(rng.choices(off, k=len(off))) - 1
+        for _ in range(resamples))
+    return {"diff": statistics.median(on) / statistics.median(off) - 1,
+            "lo": diffs[int(0.025 * resamples)],
+            "hi": diffs[int(0.975 * resamples) - 1]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=os.path.join(
@@ -112,7 +142,9 @@ def main():
     ap.add_argument("--stock-runs", type=int, default=None,
                     help="runs against stock (default: --runs)")
     ap.add_argument("--stock-bound", type=float, default=20.0)
-    ap.add_argument("--fault-runs", type=int, default=5)
+    ap.add_argument("--fault-runs", type=int, default=10,
+                    help="runs per arm (detector on, off) of the fault cost")
+    ap.add_argument("--only", choices=("detect", "faults"))
     ap.add_argument("--markdown")
     args = ap.parse_args()
     why = netns.unavailable()
@@ -125,20 +157,23 @@ def main():
     with tempfile.TemporaryDirectory(prefix="bench-partition-") as work:
         boot = os.path.join(work, "bootsect")
         write_bootsector(qemu_src, boot)
-        for t in (1000, 3000):
+        for t in (1000, 3000) if args.only != "faults" else ():
             runs = []
             for i in range(args.runs):
                 r = detect_once(binary, boot, work, t, t / 1000 + 5)
                 print(f"T={t} run {i}: {r}", flush=True)
                 runs.append(r)
             res["detect"][t] = runs
-        for i in range(args.stock_runs or args.runs):
+        for i in range(args.stock_runs or args.runs
+                       if args.only != "faults" else 0):
             r = detect_once(os.path.abspath(args.stock), boot, work, None,
                             args.stock_bound)
             print(f"stock run {i}: {r}", flush=True)
             res["stock"].append(r)
-        for i in range(args.fault_runs):
-            for mode, t in (("off", 0), ("on", 1000)):
+        arms = (("off", 0), ("on", 1000))
+        for i in range(args.fault_runs if args.only != "detect" else 0):
+            # ABBA: a drift of the machine hits both arms alike
+            for mode, t in arms if i % 2 == 0 else arms[::-1]:
                 r = fault_cost_once(binary, boot, work, t)
                 print(f"faults detector {mode} run {i}: {r}", flush=True)
                 res["faults"][mode].append(r)
@@ -153,6 +188,13 @@ def ms(x):
 
 
 def write_markdown(args, res):
+    if args.only != "faults":
+        write_detect_markdown(args, res)
+    if args.only != "detect":
+        write_faults_markdown(args, res)
+
+
+def write_detect_markdown(args, res):
     lines = [SECTION, "",
              "`make bench-partition` (`bench/partition.py`, needs root): the "
              "destination in a network namespace, a silent partition "
@@ -178,27 +220,41 @@ def write_markdown(args, res):
     lines.append(f"| stock 10.0.13 | - | " + " | ".join(
         [f"not within {args.stock_bound:.0f} s ({len(st)} of {len(st)} "
          "runs)" if never else "see JSON"] * 3) + " |")
-    lines += ["", "Page-fault cost of the detector: whole post-copy "
-              "migrations, no bandwidth cap, no partition; the destination traces each page request and each page "
-              "placed (trace backend log): request -> placed is the wait of a "
-              "vCPU on a missing page.  Per run the median wait; median of "
-              f"{args.fault_runs} runs (min-max), on and off interleaved.", "",
-              "| detector | faults per run | wait per fault (median) | mean |",
-              "| --- | --- | --- | --- |"]
+    write_section(args.markdown, SECTION, "\n".join(lines) + "\n")
+
+
+def write_faults_markdown(args, res):
+    n = args.fault_runs
+    lines = [SECTION_FAULTS, "",
+             f"`make bench-faults BENCH_RUNS={n}` (`bench/partition.py --only "
+             "faults`, needs root): post-copy without a partition, the "
+             f"background stream capped at {FAULT_BW >> 20} MiB/s for "
+             f"{FAULT_WINDOW:.0f} s so that the guest keeps faulting on missing "
+             "pages, then uncapped to completion.  The destination traces each "
+             "page request and each page placed (trace backend log): request "
+             "-> placed is the wait of a vCPU on a missing page.  Detector off "
+             "(T = 0) and on (T = 1 s, heartbeats every 250 ms), "
+             f"{n} runs each in ABBA order; TCG, 2 cores.", "",
+             "| detector | faults per run (median) | wait per fault: median of "
+             "the runs' medians (min-max) | mean wait (median of runs) |",
+             "| --- | --- | --- | --- |"]
     for mode in ("off", "on"):
         rs = [r for r in res["faults"][mode] if r["median_us"]]
         pf = [r["median_us"] for r in rs]
         lines.append(
             f"| {mode}{' (T = 1 s)' if mode == 'on' else ''} | "
             f"{med([r['faults'] for r in rs]):.0f} | "
-            f"{med(pf):.0f} us ({min(pf):.0f}-{max(pf):.0f}) | "
-            f"{med([r['mean_us'] for r in rs]):.0f} us |")
-    off = med([r["median_us"] for r in res["faults"]["off"]])
-    on = med([r["median_us"] for r in res["faults"]["on"]])
-    if off and on:
-        lines += ["", f"Detector on vs off: {100.0 * (on - off) / off:+.1f} % "
-                  "per fault."]
-    write_section(args.markdown, SECTION, "\n".join(lines) + "\n")
+            f"{med(pf):.2f} us ({min(pf):.2f}-{max(pf):.2f}) | "
+            f"{med([r['mean_us'] for r in rs]):.1f} us |")
+    v = fault_verdict(res["faults"]["off"], res["faults"]["on"])
+    if v:
+        within = -0.03 <= v["lo"] and v["hi"] <= 0.03
+        lines += ["", f"Detector on vs off: {100 * v['diff']:+.1f} % per "
+                  f"fault, bootstrap 95 % interval {100 * v['lo']:+.1f} % to "
+                  f"{100 * v['hi']:+.1f} %: " +
+                  ("within 3 %." if within else
+                   "the interval is not inside +-3 %.")]
+    write_section(args.markdown, SECTION_FAULTS, "\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1093,6 +1093,8 @@ bool check_memory(const std::string &file, std::string &why)
 
 struct Options {
     std::string qemu = "qemu/build/qemu-system-x86_64";
+    std::string qemu_dst;     // destination binary, if not --qemu (mixed versions)
+    std::string machine = "q35";
     std::string qemu_src = "qemu";
     std::vector<std::string> firmware;
     std::vector<std::string> traces;   // -trace patterns for both QEMUs (debugging)
@@ -1149,7 +1151,7 @@ bool load_bootsector(const std::string &qemu_src)
     return g_bootsect.size() == 512;
 }
 
-Features probe_features(const Options &o, const std::string &dir)
+Features probe_features(const Options &o, const std::string &binary, const std::string &dir)
 {
     Features f;
     Qemu q;
@@ -1157,8 +1159,8 @@ Features probe_features(const Options &o, const std::string &dir)
     q.qmp_path = dir + "/probe.qmp";
     q.serial_path = dir + "/probe.serial";
     q.log_path = dir + "/probe.log";
-    std::vector<std::string> args = {o.qemu, "-nodefaults", "-display", "none", "-S",
-                                     "-machine", "q35", "-accel", o.accel,
+    std::vector<std::string> args = {binary, "-nodefaults", "-display", "none", "-S",
+                                     "-machine", o.machine, "-accel", o.accel,
                                      "-qmp", "unix:" + q.qmp_path + ",server=on,wait=off"};
     for (const auto &d : o.firmware) {
         args.push_back("-L");
@@ -1224,9 +1226,9 @@ private:
 std::vector<std::string> Round::qemu_args(Qemu &q, bool dest)
 {
     std::vector<std::string> a = {
-        o_.qemu, "-nodefaults", "-display", "none", "-name", q.name + ",debug-threads=on",
-        "-qmp", "unix:" + q.qmp_path + ",server=on,wait=off",
-        "-serial", "file:" + q.serial_path, "-accel", o_.accel, "-machine", "q35", "-m", "150M",
+        dest ? o_.qemu_dst : o_.qemu, "-nodefaults", "-display", "none", "-name",
+        q.name + ",debug-threads=on", "-qmp", "unix:" + q.qmp_path + ",server=on,wait=off",
+        "-serial", "file:" + q.serial_path, "-accel", o_.accel, "-machine", o_.machine, "-m", "150M",
         // The self-test turns image locking off: with it on, QEMU itself
         // refuses 'cont' on a source whose destination holds the disk.
         "-drive", "if=none,id=d0,file=" + dir_ + "/boot.raw,format=raw" +
@@ -1859,7 +1861,8 @@ RoundResult Round::run()
 void usage()
 {
     fprintf(stderr,
-            "usage: chaos [--qemu BIN] [--qemu-src DIR] [--firmware DIR]... [--accel tcg|kvm] [--trace PATTERN]...\n"
+            "usage: chaos [--qemu BIN] [--qemu-dst BIN] [--machine TYPE] [--qemu-src DIR] [--firmware DIR]...\n"
+            "             [--accel tcg|kvm] [--trace PATTERN]...\n"
             "             [--seed S] [--rounds N] [--first R] [--round R] [--break source-resume]\n"
             "             [--expect-violation] [--tap] [--settle-ms MS] [--workdir DIR] [--keep] [--verbose]\n");
 }
@@ -1922,6 +1925,10 @@ int main(int argc, char **argv)
         };
         if (a == "--qemu") {
             o.qemu = val();
+        } else if (a == "--qemu-dst") {
+            o.qemu_dst = val();
+        } else if (a == "--machine") {
+            o.machine = val();
         } else if (a == "--qemu-src") {
             o.qemu_src = val();
         } else if (a == "--firmware") {
@@ -1965,11 +1972,15 @@ int main(int argc, char **argv)
     }
     (void)single;
     signal(SIGPIPE, SIG_IGN);
+    const bool mixed = !o.qemu_dst.empty();
     o.qemu = qemu_path_abs(o.qemu);
+    o.qemu_dst = mixed ? qemu_path_abs(o.qemu_dst) : o.qemu;
     o.qemu_src = qemu_path_abs(o.qemu_src);
-    if (access(o.qemu.c_str(), X_OK) != 0) {
-        fprintf(stderr, "chaos: %s: not an executable\n", o.qemu.c_str());
-        return 2;
+    for (const std::string &b : {o.qemu, o.qemu_dst}) {
+        if (access(b.c_str(), X_OK) != 0) {
+            fprintf(stderr, "chaos: %s: not an executable\n", b.c_str());
+            return 2;
+        }
     }
     if (!load_bootsector(o.qemu_src)) {
         fprintf(stderr, "chaos: cannot read the qtests' boot sector under %s\n", o.qemu_src.c_str());
@@ -1988,10 +1999,19 @@ int main(int argc, char **argv)
     }
     mkdir(o.workdir.c_str(), 0755);
 
-    Features feat = probe_features(o, o.workdir);
-    out("chaos: %s\nchaos: features: postcopy-start-handshake %s, postcopy-break-action %s, "
+    // Mixed versions: only what both binaries have is turned on (an upstream
+    // binary has none of this fork's features, so all of them stay off).
+    Features feat = probe_features(o, o.qemu, o.workdir);
+    if (mixed) {
+        Features fd = probe_features(o, o.qemu_dst, o.workdir);
+        feat.handshake &= fd.handshake;
+        feat.break_action &= fd.break_action;
+        feat.detect_timeout &= fd.detect_timeout;
+    }
+    out("chaos: source %s\nchaos: destination %s\nchaos: machine %s\n"
+           "chaos: features: postcopy-start-handshake %s, postcopy-break-action %s, "
            "postcopy-detect-timeout %s\n",
-           o.qemu.c_str(), feat.handshake ? "yes" : "no (skipped)",
+           o.qemu.c_str(), o.qemu_dst.c_str(), o.machine.c_str(), feat.handshake ? "yes" : "no (skipped)",
            feat.break_action ? "yes" : "no (skipped)", feat.detect_timeout ? "yes" : "no (skipped)");
     fflush(stdout);
 
@@ -2000,6 +2020,12 @@ int main(int argc, char **argv)
     self[sl > 0 ? sl : 0] = 0;
     std::string replay_base = shell_quote(sl > 0 ? self : argv[0]) + " --qemu " + shell_quote(o.qemu) +
                               " --qemu-src " + shell_quote(o.qemu_src);
+    if (mixed) {
+        replay_base += " --qemu-dst " + shell_quote(o.qemu_dst);
+    }
+    if (o.machine != "q35") {
+        replay_base += " --machine " + shell_quote(o.machine);
+    }
     if (o.accel != "tcg") {
         replay_base += " --accel " + o.accel;
     }
