@@ -20,7 +20,19 @@
 extern "C" {
 #endif
 
-/* PING/PONG values this fork uses on the main channel / return path. */
+/*
+ * PING values this fork uses on the main channel (the PONG on the return
+ * path echoes them).
+ *
+ * MC_PING_PACKAGE_LOADED: placed in the post-copy package just before
+ * POSTCOPY_RUN; its PONG tells the source that the destination loaded all
+ * non-postcopiable device state.  Same value as upstream QEMU 10.2.
+ *
+ * MC_PING_HEARTBEAT: the post-copy failure detector's heartbeat
+ * (postcopy-detect-timeout), sent by the source when due, the first one in
+ * the post-copy package.  Its PONG is a sign of life, never an
+ * acknowledgement.  This fork only.
+ */
 #define MC_PING_PACKAGE_LOADED 0x42u
 #define MC_PING_HEARTBEAT      0x48u
 
