@@ -76,6 +76,8 @@ constexpr Row kSourceTable[] = {
     {MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_COMPLETED,         kHS,  0,     MC_STATE_COMPLETED,           0},
     {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kAny, kNoHS, MC_STATE_POSTCOPY_ACTIVE,     0},
     {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kHS,  0,     MC_STATE_POSTCOPY_COMMITTED,  0},
+    // A recovery attempt broke: still paused, ready for the next one.
+    {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_CHANNEL_BROKEN,     kAny, 0,     MC_STATE_POSTCOPY_PAUSED,     0},
 };
 
 // Destination: active -> postcopy-device (LISTEN) -> postcopy-active (RUN).
@@ -112,6 +114,11 @@ constexpr Row kDestinationTable[] = {
     {MC_STATE_STARTED,           MC_EVENT_COMPLETED,          kHS,  0,     MC_STATE_COMPLETED,           0},
     {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kAny, kNoHS, MC_STATE_POSTCOPY_ACTIVE,     0},
     {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kHS,  0,     MC_STATE_STARTED,             0},
+    // A recovery attempt broke: still paused (and still stopped if the
+    // start was not granted yet), ready for the next one.  Failing here
+    // would lose a guest the destination may be running.
+    {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_CHANNEL_BROKEN,     kAny, 0,     MC_STATE_POSTCOPY_PAUSED,     0},
+    {MC_STATE_START_REQUESTED_PAUSED, MC_EVENT_CHANNEL_BROKEN, kHS, 0,     MC_STATE_START_REQUESTED_PAUSED, 0},
 };
 
 constexpr Refusal kRefusals[] = {

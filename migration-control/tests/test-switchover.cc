@@ -101,6 +101,12 @@ std::map<Key, Expect> expected()
                 MC_STATE_POSTCOPY_COMMITTED, 0);
         }
 
+        // A recovery attempt broke: still paused, on both sides
+        src(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_CHANNEL_BROKEN,
+            MC_STATE_POSTCOPY_PAUSED, 0);
+        dst(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_CHANNEL_BROKEN,
+            MC_STATE_POSTCOPY_PAUSED, 0);
+
         // Destination, switchover core
         dst(MC_STATE_ACTIVE, MC_EVENT_LISTEN,
             rp ? MC_STATE_POSTCOPY_DEVICE : MC_STATE_POSTCOPY_ACTIVE, 0);
@@ -143,6 +149,8 @@ std::map<Key, Expect> expected()
                 MC_STATE_START_REQUESTED_PAUSED, 0);
             dst(MC_STATE_START_REQUESTED_PAUSED, MC_EVENT_RECOVERED,
                 MC_STATE_START_REQUESTED, MC_ACTION_SEND_START_REQUEST);
+            dst(MC_STATE_START_REQUESTED_PAUSED, MC_EVENT_CHANNEL_BROKEN,
+                MC_STATE_START_REQUESTED_PAUSED, 0);
             dst(MC_STATE_STARTED, MC_EVENT_START_GRANTED, MC_STATE_STARTED, 0);
             dst(MC_STATE_STARTED, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED, 0);
             dst(MC_STATE_STARTED, MC_EVENT_CHANNEL_BROKEN, MC_STATE_POSTCOPY_PAUSED, 0);
