@@ -55,7 +55,8 @@ class Run:
     for stock QEMU)."""
 
     def __init__(self, src_bin, dst_bin, boot, work, detect, pause=True,
-                 postcopy_bw=32768, blocktime=False, dst_extra=()):
+                 postcopy_bw=32768, blocktime=False, dst_extra=(),
+                 preempt=False):
         self.work = work
         self.detect = detect
         netns.setup()
@@ -64,14 +65,18 @@ class Run:
                         guest_args(boot) + list(dst_extra) +
                         ["-incoming", "defer"])
         try:
-            self._start(detect, pause, postcopy_bw, blocktime)
+            self._start(detect, pause, postcopy_bw, blocktime, preempt)
         except Exception:
             self.close()
             raise
 
-    def _start(self, detect, pause, postcopy_bw, blocktime):
+    def _start(self, detect, pause, postcopy_bw, blocktime, preempt):
         src, dst = self.src, self.dst
         postcopy_prepare(src, dst)
+        if preempt:
+            for side in (src, dst):
+                side.qmp.cmd("migrate-set-capabilities", capabilities=[
+                    {"capability": "postcopy-preempt", "state": True}])
         if blocktime:
             dst.qmp.cmd("migrate-set-capabilities", capabilities=[
                 {"capability": "postcopy-blocktime", "state": True}])
