@@ -14,8 +14,8 @@ reported as exceeding it when nothing happens.
 Page-fault cost: post-copy without a partition, with preemption, the
 background stream capped at 1 MiB/s for a fixed window so that the guest
 keeps faulting on missing pages at a steady rate, detector on (T = 1 s)
-and off, runs in ABBA order: the destination traces every page request and every page
-placed; request -> placed is the time a vCPU waits for a missing page.
+and off, runs in ABBA order: the destination traces every page request
+and every page placed; request -> placed is the time a vCPU waits for a missing page.
 Per run the median wait; the verdict is the median of the on/off ratios
 of the ABBA pairs (runs i of both arms ran back to back), with a bootstrap
 95 % interval over pairs.
@@ -47,12 +47,6 @@ SECTION = "## Silent partition: detection latency"
 SECTION_FAULTS = "## Failure detector: page-fault cost"
 FAULT_BW = 1 << 20       # background stream during the window, bytes/s
 FAULT_WINDOW = 4.0       # seconds of post-copy measured per run
-# Post-copy preemption: the return-path thread sends a requested page at
-# once on its own channel.  Without it the migration thread sends it, and
-# with max-postcopy-bandwidth set, qemu_savevm_state_iterate() returns
-# before RAM's hook once the 100 ms window's budget is spent, so a request
-# waits for the window's end: a bimodal wait that hides the detector.
-FAULT_PREEMPT = True
 
 
 def detect_once(binary, boot, work, detect, bound):
@@ -95,8 +89,14 @@ def fault_cost_once(binary, boot, work, detect):
     trace = os.path.join(work, "dst-faults.trace")
     if os.path.exists(trace):
         os.unlink(trace)
+    # With preemption the return-path thread sends a requested page at
+    # once on its own channel.  Without it the migration thread sends it,
+    # and with max-postcopy-bandwidth set, qemu_savevm_state_iterate()
+    # returns before RAM's hook once the 100 ms window's budget is spent:
+    # a request waits for the window's end, a bimodal wait that hides the
+    # detector (docs/benchmarks.md).
     run = scenario.Run(binary, binary, boot, work, detect, pause=False,
-                       postcopy_bw=FAULT_BW, preempt=FAULT_PREEMPT,
+                       postcopy_bw=FAULT_BW, preempt=True,
                        dst_extra=["-msg", "timestamp=on", "-trace",
                                   "enable=postcopy_ram_fault_thread_request",
                                   "-trace",
@@ -241,9 +241,9 @@ def write_faults_markdown(args, res):
              "page request and each page placed (trace backend log): request "
              "-> placed is the wait of a vCPU on a missing page.  Detector off "
              "(T = 0) and on (T = 1 s, heartbeats every 250 ms), "
-             f"{n} runs each in ABBA order; post-copy preemption "
-             f"{'on (requested pages go out at once from the return-path thread on their own channel, past the rate limiter)' if FAULT_PREEMPT else 'off'}"
-             "; TCG, 2 cores.", "",
+             f"{n} runs each in ABBA order; post-copy preemption on "
+             "(requested pages go out at once from the return-path thread on "
+             "their own channel, past the rate limiter); TCG, 2 cores.", "",
              "| detector | faults per run (median) | wait per fault: median of "
              "the runs' medians (min-max) | mean wait (median of runs) |",
              "| --- | --- | --- | --- |"]
