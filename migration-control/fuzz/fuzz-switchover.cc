@@ -12,7 +12,9 @@
 //   - a started destination is never told to keep its guest stopped;
 //   - completed, failed and cancelled are final;
 //   - no handshake state or action without MC_FLAG_START_HANDSHAKE, no
-//     postcopy-device without a return path.
+//     postcopy-device without a return path;
+//   - without the handshake the source never gives up on a silent
+//     destination (AckTimeout is refused).
 // Role, state and event values cover the enums' whole value range (the
 // smallest bit-field holding their enumerators), including values past
 // __MAX that the library must reject.  Values beyond that range are
@@ -85,6 +87,9 @@ void check_transition(McRole role, uint32_t flags, McEvent ev, const McTransitio
     }
     if (!hs) {
         FUZZ_ASSERT(!(t.actions & kHandshakeActions));
+        // A silent destination may still start the guest: never give up
+        // on it without the handshake.
+        FUZZ_ASSERT(ev != MC_EVENT_ACK_TIMEOUT);
         // Without it, only a cancel before the package left (as in
         // QEMU 10.0) ends cancelled.
         FUZZ_ASSERT(!handshake_state(t.to) ||

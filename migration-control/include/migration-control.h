@@ -59,7 +59,7 @@ typedef enum McEvent {
     MC_EVENT_RUN,                 /* destination: POSTCOPY_RUN processed */
     MC_EVENT_LOAD_FAILED,         /* destination: device state load failed */
     MC_EVENT_CHANNEL_BROKEN,      /* either side: migration channel error */
-    MC_EVENT_ACK_TIMEOUT,         /* source: no acknowledgement in time */
+    MC_EVENT_ACK_TIMEOUT,         /* source: silent peer, no acknowledgement */
     MC_EVENT_SWITCHOVER_FAILED,   /* source: local error while switching over */
     MC_EVENT_RECOVERED,           /* either side: post-copy recovery done */
     MC_EVENT_COMPLETED,           /* either side: all RAM transferred */

@@ -17,7 +17,9 @@
  *    notices (ChannelBroken) at a moment of its choosing;
  *  - either QEMU may crash at any moment;
  *  - the user may migrate_cancel the source, 'cont' the destination (or
- *    the destination autostarts), and recover a paused post-copy.
+ *    the destination autostarts), and recover a paused post-copy;
+ *  - the source's failure detector may give up on a destination that is
+ *    silent in postcopy-device (AckTimeout).
  *
  * Checked exhaustively (make check):
  *  - safety: the guest never runs on both sides at once;
@@ -124,6 +126,14 @@ end:
     /* ...after it, migrate_cancel is refused */
     :: atomic { ext && !cancel_tried && src == S_PostcopyCommitted ->
         cancel_tried = true }
+
+    /*
+     * AckTimeout: the failure detector heard nothing for T while the
+     * destination may still be loading the package; the source shuts the
+     * connection down (what is in flight may still arrive) and resumes.
+     */
+    :: atomic { ext && src == S_PostcopyDevice ->
+        connection_lost(); src = S_Failed }
 
     /* ChannelBroken */
     :: atomic { !up && (src == S_PostcopyDevice || src == S_PostcopyActive) ->

@@ -60,7 +60,10 @@ constexpr Row kSourceTable[] = {
     {MC_STATE_DEVICE,            MC_EVENT_CANCEL_REQUESTED,   kAny, 0,     MC_STATE_CANCELLED,           kResume},
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_PACKAGE_LOADED,     kAny, 0,     MC_STATE_POSTCOPY_ACTIVE,     0},
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CHANNEL_BROKEN,     kAny, 0,     MC_STATE_FAILED,              kResume},
-    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_ACK_TIMEOUT,        kAny, 0,     MC_STATE_FAILED,              kResume},
+    // Nothing came back for the failure detector's T.  Only a destination
+    // that cannot start without a grant may be given up on: without the
+    // handshake it may still load the package and run (see kRefusals).
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_ACK_TIMEOUT,        kHS,  0,     MC_STATE_FAILED,              kResume},
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_SWITCHOVER_FAILED,  kAny, 0,     MC_STATE_FAILED,              kResume},
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CANCEL_REQUESTED,   kHS,  0,     MC_STATE_CANCELLED,           kResume | kDeny},
     // A StartRequest can only follow the PONG on the return path.
@@ -126,6 +129,11 @@ constexpr Refusal kRefusals[] = {
      "the source granted the destination the start, so the destination may "
      "be running the guest and the source cannot resume it; use post-copy "
      "recovery (migrate-pause, migrate-recover, migrate with resume) instead"},
+    {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_DEVICE, MC_EVENT_ACK_TIMEOUT,
+     "without postcopy-start-handshake a silent destination may still load "
+     "the package and start the guest, so the source cannot resume it; it "
+     "keeps waiting for the acknowledgement (a broken connection still "
+     "fails the migration and resumes the source)"},
     {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_PAUSED, MC_EVENT_CANCEL_REQUESTED,
      "the destination may be running the guest, so the source cannot resume "
      "it; use post-copy recovery (migrate-recover, migrate with resume)"},
