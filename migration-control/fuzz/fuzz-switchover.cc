@@ -2,8 +2,9 @@
 // (role, flags, event sequence) scenarios.
 //
 // Input: role byte, flags (be32), then per step an event byte and the size
-// of the caller's error buffer.  Every step checks that fire() agrees with
-// the pure look-up, that a rejection keeps the state and writes a bounded
+// of the caller's error buffer.  Every step checks that fire() and check()
+// agree with the pure look-up, that check() never changes the state, that
+// a rejection keeps the state and writes a bounded
 // message, and the safety rules of the table (tests/test-switchover.cc,
 // docs/devel/migration/postcopy-switchover.rst) along the whole path:
 //   - only StartGranted yields START_VCPUS, and only on the destination;
@@ -172,6 +173,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         std::vector<char> lerr(128);
         const int lret = mc_switchover_lookup(role, flags, before, ev, &look,
                                               lerr.data(), lerr.size());
+        McTransition chk{};
+        FUZZ_ASSERT(mc_switchover_check(sw, ev, &chk, nullptr, 0) == lret);
+        FUZZ_ASSERT(mc_switchover_state(sw) == before);
+        FUZZ_ASSERT(lret != 0 || (chk.to == look.to && chk.actions == look.actions));
         const int ret = mc_switchover_fire(sw, ev, &t, err.empty() ? nullptr : err.data(),
                                            err.size());
         FUZZ_ASSERT(ret == lret);

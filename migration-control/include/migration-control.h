@@ -122,6 +122,14 @@ int mc_switchover_lookup(McRole role, uint32_t flags, McState state,
                          McEvent event, McTransition *out,
                          char *err, size_t errlen);
 
+/*
+ * What firing @event on @sw now would do, without firing it: the look-up
+ * with the machine's own role, flags and state.  Same returns; the state
+ * is never changed.
+ */
+int mc_switchover_check(const McSwitchover *sw, McEvent event,
+                        McTransition *out, char *err, size_t errlen);
+
 /* Stable names, as in QEMU's QAPI ("postcopy-device") and the docs. */
 const char *mc_state_name(McState state);
 const char *mc_event_name(McEvent event);

@@ -272,16 +272,22 @@ McRole mc_switchover_role(const McSwitchover *sw)
     return sw->role;
 }
 
-int mc_switchover_fire(McSwitchover *sw, McEvent event, McTransition *out,
-                       char *err, size_t errlen)
+int mc_switchover_check(const McSwitchover *sw, McEvent event, McTransition *out,
+                        char *err, size_t errlen)
 {
-    McTransition t;
     if (!sw) {
         set_error(err, errlen, "%s%s%s", "no switchover state machine", "", "");
         return -1;
     }
-    if (mc_switchover_lookup(sw->role, sw->flags, sw->state, event, &t,
-                             err, errlen) < 0) {
+    return mc_switchover_lookup(sw->role, sw->flags, sw->state, event, out, err,
+                                errlen);
+}
+
+int mc_switchover_fire(McSwitchover *sw, McEvent event, McTransition *out,
+                       char *err, size_t errlen)
+{
+    McTransition t;
+    if (mc_switchover_check(sw, event, &t, err, errlen) < 0) {
         return -1;
     }
     sw->state = t.to;

@@ -266,6 +266,10 @@ void test_object_paths()
     sw = mc_switchover_new(MC_ROLE_SOURCE, MC_FLAG_RETURN_PATH);
     mc_switchover_fire(sw, MC_EVENT_SWITCHOVER_STARTED, nullptr, nullptr, 0);
     mc_switchover_fire(sw, MC_EVENT_PACKAGE_SENT, nullptr, nullptr, 0);
+    check(mc_switchover_check(sw, MC_EVENT_ACK_TIMEOUT, &t, err, sizeof(err)) == -1 &&
+          std::strstr(err, "postcopy-start-handshake") &&
+          mc_switchover_state(sw) == MC_STATE_POSTCOPY_DEVICE,
+          "source without handshake: check says a silent destination is waited for");
     check(mc_switchover_fire(sw, MC_EVENT_ACK_TIMEOUT, &t, err, sizeof(err)) == -1 &&
           std::strstr(err, "postcopy-start-handshake") &&
           mc_switchover_state(sw) == MC_STATE_POSTCOPY_DEVICE,
@@ -275,6 +279,12 @@ void test_object_paths()
     sw = mc_switchover_new(MC_ROLE_SOURCE, MC_FLAG_RETURN_PATH | MC_FLAG_START_HANDSHAKE);
     mc_switchover_fire(sw, MC_EVENT_SWITCHOVER_STARTED, nullptr, nullptr, 0);
     mc_switchover_fire(sw, MC_EVENT_PACKAGE_SENT, nullptr, nullptr, 0);
+    check(mc_switchover_check(sw, MC_EVENT_ACK_TIMEOUT, &t, nullptr, 0) == 0 &&
+          t.to == MC_STATE_FAILED && mc_switchover_state(sw) == MC_STATE_POSTCOPY_DEVICE,
+          "check: answers like fire, the state is kept");
+    check(mc_switchover_check(nullptr, MC_EVENT_ACK_TIMEOUT, &t, err, sizeof(err)) == -1 &&
+          std::strstr(err, "no switchover"),
+          "check: NULL machine refused");
     check(mc_switchover_fire(sw, MC_EVENT_ACK_TIMEOUT, &t, nullptr, 0) == 0 &&
           t.to == MC_STATE_FAILED && (t.actions & MC_ACTION_RESUME_SOURCE),
           "source with handshake: silent destination -> failed, resume source");
