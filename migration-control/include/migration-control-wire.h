@@ -36,6 +36,27 @@ extern "C" {
 #define MC_PING_PACKAGE_LOADED 0x42u
 #define MC_PING_HEARTBEAT      0x48u
 
+/*
+ * In-band negotiation of the post-copy start handshake, when neither side
+ * set the capability (this fork only; -global
+ * migration.x-postcopy-start-handshake-negotiate=off turns it off).
+ *
+ * MC_PING_HANDSHAKE_OFFER: sent by the source right after the return path
+ * opened.  A QEMU that does not know it (any upstream QEMU) echoes it, as
+ * it echoes every PING: the offer is declined.  This fork answers
+ * MC_PING_HANDSHAKE_ACCEPT instead.
+ *
+ * MC_PING_HANDSHAKE_CONFIRM: sent by the source at the switchover, in the
+ * post-copy package before POSTCOPY_LISTEN, if and only if it got the
+ * acceptance: from then on both sides run the handshake.  A destination
+ * that accepted but receives no confirmation runs without it.
+ *
+ * The values are far from upstream's PING values (1 to 4, 0x42).
+ */
+#define MC_PING_HANDSHAKE_OFFER   0x5053484fu   /* "PSHO" */
+#define MC_PING_HANDSHAKE_ACCEPT  0x50534841u   /* "PSHA", only as a PONG */
+#define MC_PING_HANDSHAKE_CONFIRM 0x50534843u   /* "PSHC" */
+
 /* Payload sizes of the start-handshake messages. */
 #define MC_START_REQUEST_LEN 4   /* RP StartRequest: be32 seq */
 #define MC_START_GRANT_LEN   4   /* main channel StartGrant: be32 seq */
@@ -56,6 +77,9 @@ typedef enum McPongKind {
     MC_PONG_OTHER,            /* not one of this fork's values */
     MC_PONG_PACKAGE_LOADED,
     MC_PONG_HEARTBEAT,
+    MC_PONG_HANDSHAKE_ACCEPTED,  /* the destination accepted the offer */
+    MC_PONG_HANDSHAKE_DECLINED,  /* the offer echoed: an upstream QEMU */
+    MC_PONG_HANDSHAKE_CONFIRMED, /* the confirmation echoed */
 } McPongKind;
 
 /*
@@ -80,6 +104,13 @@ int mc_wire_decode_start_deny(const uint8_t *buf, size_t len, uint32_t *seq,
 
 /* Which of this fork's PONGs @value is. */
 McPongKind mc_wire_classify_pong(uint32_t value);
+
+/*
+ * Destination: the PONG value that answers PING @value: an echo, except
+ * that an offer of the start handshake is accepted when @accept_handshake
+ * (this side may negotiate it).
+ */
+uint32_t mc_wire_pong_for_ping(uint32_t value, int accept_handshake);
 
 /* Stable names for messages and traces. */
 const char *mc_wire_result_name(int result);     /* "ok", "bad-length", "bad-value", "unknown" */

@@ -57,7 +57,8 @@ typedef enum McEvent {
     MC_EVENT_LISTEN,              /* destination: POSTCOPY_LISTEN processed */
     MC_EVENT_PACKAGE_LOADED,      /* source: PONG 0x42 received */
     MC_EVENT_RUN,                 /* destination: POSTCOPY_RUN processed */
-    MC_EVENT_LOAD_FAILED,         /* destination: device state load failed */
+    MC_EVENT_LOAD_FAILED,         /* destination: device state load failed;
+                                     source: the destination reported it */
     MC_EVENT_CHANNEL_BROKEN,      /* either side: migration channel error */
     MC_EVENT_ACK_TIMEOUT,         /* source: silent peer, no acknowledgement */
     MC_EVENT_SWITCHOVER_FAILED,   /* source: local error while switching over */
@@ -106,6 +107,14 @@ McSwitchover *mc_switchover_new(McRole role, uint32_t flags);
 void mc_switchover_free(McSwitchover *sw);
 
 McState mc_switchover_state(const McSwitchover *sw);
+/* The MC_FLAG_* bits the machine runs with (0 for NULL). */
+uint32_t mc_switchover_flags(const McSwitchover *sw);
+/*
+ * The start handshake was negotiated in-band: add MC_FLAG_START_HANDSHAKE.
+ * Only before the post-copy package (states active and device) and with
+ * MC_FLAG_RETURN_PATH; returns -1 and leaves the machine alone otherwise.
+ */
+int mc_switchover_enable_handshake(McSwitchover *sw);
 McRole mc_switchover_role(const McSwitchover *sw);
 
 /*
@@ -129,6 +138,19 @@ int mc_switchover_lookup(McRole role, uint32_t flags, McState state,
  */
 int mc_switchover_check(const McSwitchover *sw, McEvent event,
                         McTransition *out, char *err, size_t errlen);
+
+/*
+ * Source only: does the source still hold the only copy of the guest that
+ * may run, so that a failure now resumes it?  True before the switchover,
+ * while the package is not acknowledged, with the start handshake until
+ * the start is granted, and once ended by a row that resumed the source.
+ * Every "may the source resume / discard the RAM it sent / must it keep
+ * the guest stopped" question of the glue is this query, derived from
+ * the table: in a post-copy state it is true exactly when a failure
+ * (ChannelBroken, LoadFailed, AckTimeout, SwitchoverFailed) or a cancel
+ * would answer MC_ACTION_RESUME_SOURCE.  False for a destination or NULL.
+ */
+int mc_switchover_source_holds_guest(const McSwitchover *sw);
 
 /* Stable names, as in QEMU's QAPI ("postcopy-device") and the docs. */
 const char *mc_state_name(McState state);

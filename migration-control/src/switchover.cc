@@ -59,11 +59,22 @@ constexpr Row kSourceTable[] = {
     // migrate_cancel before the package left, as in QEMU 10.0.
     {MC_STATE_DEVICE,            MC_EVENT_CANCEL_REQUESTED,   kAny, 0,     MC_STATE_CANCELLED,           kResume},
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_PACKAGE_LOADED,     kAny, 0,     MC_STATE_POSTCOPY_ACTIVE,     0},
-    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CHANNEL_BROKEN,     kAny, 0,     MC_STATE_FAILED,              kResume},
+    // The destination said it failed to load the package (RP SHUT with an
+    // error): it stops before RUN, so it never runs the guest.
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_LOAD_FAILED,        kAny, 0,     MC_STATE_FAILED,              kResume},
+    // A break says nothing about RUN: without the handshake, a destination
+    // whose acknowledgement was lost may be running (autostart, or a
+    // manager that continues it on its own postcopy-active).  Pause, as
+    // after the acknowledgement; a destination that did load recovers.
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CHANNEL_BROKEN,     kAny, kNoHS, MC_STATE_POSTCOPY_PAUSED,     0},
+    // With it, nothing was granted: the destination cannot have run.
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CHANNEL_BROKEN,     kHS,  0,     MC_STATE_FAILED,              kResume},
     // Nothing came back for the failure detector's T.  Only a destination
     // that cannot start without a grant may be given up on: without the
     // handshake it may still load the package and run (see kRefusals).
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_ACK_TIMEOUT,        kHS,  0,     MC_STATE_FAILED,              kResume},
+    // A local error before the whole package left (QEMU reports a later
+    // one as ChannelBroken): the destination cannot load a partial one.
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_SWITCHOVER_FAILED,  kAny, 0,     MC_STATE_FAILED,              kResume},
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CANCEL_REQUESTED,   kHS,  0,     MC_STATE_CANCELLED,           kResume | kDeny},
     // A StartRequest can only follow the PONG on the return path.
@@ -132,8 +143,8 @@ constexpr Refusal kRefusals[] = {
     {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_DEVICE, MC_EVENT_ACK_TIMEOUT,
      "without postcopy-start-handshake a silent destination may still load "
      "the package and start the guest, so the source cannot resume it; it "
-     "keeps waiting for the acknowledgement (a broken connection still "
-     "fails the migration and resumes the source)"},
+     "keeps waiting for the acknowledgement (a broken connection pauses "
+     "the migration for a post-copy recovery)"},
     {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_PAUSED, MC_EVENT_CANCEL_REQUESTED,
      "the destination may be running the guest, so the source cannot resume "
      "it; use post-copy recovery (migrate-recover, migrate with resume)"},
@@ -267,6 +278,21 @@ McState mc_switchover_state(const McSwitchover *sw)
     return sw->state;
 }
 
+uint32_t mc_switchover_flags(const McSwitchover *sw)
+{
+    return sw ? sw->flags : 0;
+}
+
+int mc_switchover_enable_handshake(McSwitchover *sw)
+{
+    if (!sw || !(sw->flags & MC_FLAG_RETURN_PATH) ||
+        (sw->state != MC_STATE_ACTIVE && sw->state != MC_STATE_DEVICE)) {
+        return -1;
+    }
+    sw->flags |= MC_FLAG_START_HANDSHAKE;
+    return 0;
+}
+
 McRole mc_switchover_role(const McSwitchover *sw)
 {
     return sw->role;
@@ -281,6 +307,35 @@ int mc_switchover_check(const McSwitchover *sw, McEvent event, McTransition *out
     }
     return mc_switchover_lookup(sw->role, sw->flags, sw->state, event, out, err,
                                 errlen);
+}
+
+int mc_switchover_source_holds_guest(const McSwitchover *sw)
+{
+    McTransition t;
+
+    if (!sw || sw->role != MC_ROLE_SOURCE) {
+        return 0;
+    }
+    switch (sw->state) {
+    case MC_STATE_ACTIVE:
+    case MC_STATE_DEVICE:
+        return 1;   // nothing was handed over yet
+    case MC_STATE_FAILED:
+    case MC_STATE_CANCELLED:
+        return 1;   // every source row into these resumes the source
+    default:
+        break;
+    }
+    // Would any failure, or a cancel, now give the guest back to it?
+    for (McEvent e : {MC_EVENT_CHANNEL_BROKEN, MC_EVENT_LOAD_FAILED,
+                      MC_EVENT_ACK_TIMEOUT, MC_EVENT_SWITCHOVER_FAILED,
+                      MC_EVENT_CANCEL_REQUESTED}) {
+        if (mc_switchover_check(sw, e, &t, nullptr, 0) == 0 &&
+            (t.actions & MC_ACTION_RESUME_SOURCE)) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int mc_switchover_fire(McSwitchover *sw, McEvent event, McTransition *out,

@@ -133,9 +133,23 @@ McPongKind mc_wire_classify_pong(uint32_t value)
         return MC_PONG_PACKAGE_LOADED;
     case MC_PING_HEARTBEAT:
         return MC_PONG_HEARTBEAT;
+    case MC_PING_HANDSHAKE_ACCEPT:
+        return MC_PONG_HANDSHAKE_ACCEPTED;
+    case MC_PING_HANDSHAKE_OFFER:
+        return MC_PONG_HANDSHAKE_DECLINED;
+    case MC_PING_HANDSHAKE_CONFIRM:
+        return MC_PONG_HANDSHAKE_CONFIRMED;
     default:
         return MC_PONG_OTHER;
     }
+}
+
+uint32_t mc_wire_pong_for_ping(uint32_t value, int accept_handshake)
+{
+    if (value == MC_PING_HANDSHAKE_OFFER && accept_handshake) {
+        return MC_PING_HANDSHAKE_ACCEPT;
+    }
+    return value;
 }
 
 const char *mc_wire_result_name(int result)

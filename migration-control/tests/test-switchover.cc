@@ -67,7 +67,16 @@ std::map<Key, Expect> expected()
         src(MC_STATE_DEVICE, MC_EVENT_CANCEL_REQUESTED, MC_STATE_CANCELLED, resume);
         src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_PACKAGE_LOADED,
             MC_STATE_POSTCOPY_ACTIVE, 0);
-        src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED, resume);
+        // A reported load failure resumes in every mode; a bare break only
+        // with the handshake (without it the destination may have run).
+        src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED, resume);
+        if (hs) {
+            src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED,
+                resume);
+        } else {
+            src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_CHANNEL_BROKEN,
+                MC_STATE_POSTCOPY_PAUSED, 0);
+        }
         src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_SWITCHOVER_FAILED, MC_STATE_FAILED,
             resume);
         if (!hs) {
@@ -290,6 +299,25 @@ void test_object_paths()
           "source with handshake: silent destination -> failed, resume source");
     mc_switchover_free(sw);
 
+    // In-band negotiation turns the handshake on before the package only
+    sw = mc_switchover_new(MC_ROLE_SOURCE, MC_FLAG_RETURN_PATH);
+    check(mc_switchover_enable_handshake(sw) == 0 &&
+          mc_switchover_flags(sw) == (MC_FLAG_RETURN_PATH | MC_FLAG_START_HANDSHAKE),
+          "negotiated handshake: enabled while active");
+    mc_switchover_free(sw);
+    sw = mc_switchover_new(MC_ROLE_SOURCE, MC_FLAG_RETURN_PATH);
+    mc_switchover_fire(sw, MC_EVENT_SWITCHOVER_STARTED, nullptr, nullptr, 0);
+    mc_switchover_fire(sw, MC_EVENT_PACKAGE_SENT, nullptr, nullptr, 0);
+    check(mc_switchover_enable_handshake(sw) == -1 &&
+          mc_switchover_flags(sw) == MC_FLAG_RETURN_PATH,
+          "negotiated handshake: refused once the package left");
+    mc_switchover_free(sw);
+    sw = mc_switchover_new(MC_ROLE_SOURCE, 0);
+    check(mc_switchover_enable_handshake(sw) == -1 && mc_switchover_flags(sw) == 0 &&
+          mc_switchover_enable_handshake(nullptr) == -1,
+          "negotiated handshake: refused without a return path, and for NULL");
+    mc_switchover_free(sw);
+
     check(mc_switchover_new(McRole(7), 0) == nullptr, "invalid role refused");
     check(mc_switchover_fire(nullptr, MC_EVENT_RUN, &t, err, sizeof(err)) == -1,
           "NULL machine refused");
@@ -304,6 +332,99 @@ void test_object_paths()
           "state names match QAPI");
 }
 
+// mc_switchover_source_holds_guest() along each mode's paths, against an
+// expectation written here: the source keeps the only runnable copy until
+// the package is acknowledged (without the handshake) or the start is
+// granted (with it); a row that resumed it gives the guest back.
+void test_source_holds_guest()
+{
+    struct Step {
+        McEvent event;
+        bool holds;
+    };
+    struct Path {
+        const char *name;
+        uint32_t flags;
+        std::vector<Step> steps;
+    };
+    const uint32_t rp = MC_FLAG_RETURN_PATH;
+    const uint32_t hs = MC_FLAG_RETURN_PATH | MC_FLAG_START_HANDSHAKE;
+    const Path paths[] = {
+        {"no-return-path", 0,
+         {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, false},
+          {MC_EVENT_CHANNEL_BROKEN, false}, {MC_EVENT_RECOVERED, false},
+          {MC_EVENT_COMPLETED, false}}},
+        {"return-path", rp,
+         {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, true},
+          {MC_EVENT_PACKAGE_LOADED, false}, {MC_EVENT_CHANNEL_BROKEN, false},
+          {MC_EVENT_RECOVERED, false}, {MC_EVENT_COMPLETED, false}}},
+        {"return-path, broken before the acknowledgement", rp,
+         {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, true},
+          {MC_EVENT_CHANNEL_BROKEN, false}, {MC_EVENT_RECOVERED, false}}},
+        {"return-path, destination failed to load", rp,
+         {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, true},
+          {MC_EVENT_LOAD_FAILED, true}}},
+        {"handshake", hs,
+         {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, true},
+          {MC_EVENT_PACKAGE_LOADED, true}, {MC_EVENT_START_REQUESTED, false},
+          {MC_EVENT_CHANNEL_BROKEN, false}, {MC_EVENT_RECOVERED, false},
+          {MC_EVENT_COMPLETED, false}}},
+        {"handshake, cancelled before the grant", hs,
+         {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, true},
+          {MC_EVENT_PACKAGE_LOADED, true}, {MC_EVENT_CANCEL_REQUESTED, true}}},
+        {"handshake, broken before the grant", hs,
+         {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, true},
+          {MC_EVENT_PACKAGE_LOADED, true}, {MC_EVENT_CHANNEL_BROKEN, true}}},
+    };
+    for (const Path &p : paths) {
+        McSwitchover *sw = mc_switchover_new(MC_ROLE_SOURCE, p.flags);
+        bool ok = sw && mc_switchover_source_holds_guest(sw) == 1;
+        for (const Step &st : p.steps) {
+            ok = ok && mc_switchover_fire(sw, st.event, nullptr, nullptr, 0) == 0 &&
+                 (mc_switchover_source_holds_guest(sw) == 1) == st.holds;
+        }
+        check(ok, std::string("source holds the guest: ") + p.name);
+        mc_switchover_free(sw);
+    }
+
+    // The safety rule behind the query, over the whole table: once the
+    // source gave the guest away (postcopy-active without the handshake,
+    // committed, paused, completed), no row resumes it; before, a break
+    // resumes it only with the handshake.
+    bool given_away_never_resumes = true, break_resumes_only_with_hs = true;
+    for (const uint32_t f : {0u, rp, hs}) {
+        for (int s = 0; s < MC_STATE__MAX; s++) {
+            const bool away = s == MC_STATE_POSTCOPY_COMMITTED ||
+                              s == MC_STATE_POSTCOPY_PAUSED || s == MC_STATE_COMPLETED ||
+                              (s == MC_STATE_POSTCOPY_ACTIVE && !(f & MC_FLAG_START_HANDSHAKE));
+            for (int e = 0; e < MC_EVENT__MAX; e++) {
+                McTransition t{};
+                if (mc_switchover_lookup(MC_ROLE_SOURCE, f, McState(s), McEvent(e), &t,
+                                         nullptr, 0) < 0) {
+                    continue;
+                }
+                const bool resume = t.actions & MC_ACTION_RESUME_SOURCE;
+                if (away && resume) {
+                    given_away_never_resumes = false;
+                }
+                if (e == MC_EVENT_CHANNEL_BROKEN && s == MC_STATE_POSTCOPY_DEVICE &&
+                    resume != bool(f & MC_FLAG_START_HANDSHAKE)) {
+                    break_resumes_only_with_hs = false;
+                }
+            }
+        }
+    }
+    check(given_away_never_resumes, "nothing resumes a source that gave the guest away");
+    check(break_resumes_only_with_hs,
+          "a break in postcopy-device resumes the source only with the handshake");
+
+    McSwitchover *d = mc_switchover_new(MC_ROLE_DESTINATION, rp);
+    check(mc_switchover_source_holds_guest(d) == 0 &&
+          mc_switchover_source_holds_guest(nullptr) == 0,
+          "holds-guest: false for a destination and for NULL");
+    mc_switchover_free(d);
+}
+
 } // namespace
 
 int main()
@@ -311,5 +432,6 @@ int main()
     test_every_pair();
     test_handshake_invariants();
     test_object_paths();
+    test_source_holds_guest();
     return tap::finish();
 }

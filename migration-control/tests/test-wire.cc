@@ -212,6 +212,32 @@ void test_pong_and_names()
     }
     check(other, "any other PONG value (0, 0x41, 0x4200, byte-swapped, ...) is other");
 
+    // Negotiation of the start handshake
+    check(mc_wire_classify_pong(MC_PING_HANDSHAKE_ACCEPT) == MC_PONG_HANDSHAKE_ACCEPTED &&
+          mc_wire_classify_pong(MC_PING_HANDSHAKE_OFFER) == MC_PONG_HANDSHAKE_DECLINED &&
+          mc_wire_classify_pong(MC_PING_HANDSHAKE_CONFIRM) == MC_PONG_HANDSHAKE_CONFIRMED,
+          "handshake PONGs: accept, echoed offer (declined), echoed confirm");
+    check(mc_wire_pong_for_ping(MC_PING_HANDSHAKE_OFFER, 1) == MC_PING_HANDSHAKE_ACCEPT &&
+          mc_wire_pong_for_ping(MC_PING_HANDSHAKE_OFFER, 0) == MC_PING_HANDSHAKE_OFFER,
+          "an offer is accepted only where negotiation is on, else echoed");
+    bool echoes = true;
+    const uint32_t pings[] = {0, 1, 2, 3, 4, MC_PING_PACKAGE_LOADED, MC_PING_HEARTBEAT,
+                              MC_PING_HANDSHAKE_CONFIRM, MC_PING_HANDSHAKE_ACCEPT,
+                              0xffffffff};
+    for (uint32_t v : pings) {
+        echoes = echoes && mc_wire_pong_for_ping(v, 1) == v &&
+                 mc_wire_pong_for_ping(v, 0) == v;
+    }
+    check(echoes, "every other PING is echoed, as upstream QEMU does");
+    const uint32_t upstream[] = {1, 2, 3, 4, MC_PING_PACKAGE_LOADED};
+    bool apart = true;
+    for (uint32_t v : upstream) {
+        apart = apart && mc_wire_classify_pong(v) != MC_PONG_HANDSHAKE_ACCEPTED &&
+                mc_wire_classify_pong(v) != MC_PONG_HANDSHAKE_DECLINED &&
+                mc_wire_classify_pong(v) != MC_PONG_HANDSHAKE_CONFIRMED;
+    }
+    check(apart, "upstream's PING values are never taken for the negotiation");
+
     check(std::strcmp(mc_wire_result_name(MC_WIRE_OK), "ok") == 0 &&
           std::strcmp(mc_wire_result_name(MC_WIRE_BAD_LENGTH), "bad-length") == 0 &&
           std::strcmp(mc_wire_result_name(MC_WIRE_BAD_VALUE), "bad-value") == 0 &&
