@@ -776,6 +776,11 @@ struct RoundConfig {
     bool preempt = false;
     bool slow = false;        // max-postcopy-bandwidth 48 MiB/s: a longer postcopy-active
     int handshake = -1;       // -1: the binary lacks the capability
+    // With the capability off: negotiated in-band (both binaries can),
+    // or negotiation turned off on both sides (-1: cannot negotiate)
+    int negotiate = -1;
+    // The start handshake runs: set, or negotiated
+    bool hs() const { return handshake == 1 || (handshake == 0 && negotiate == 1); }
     std::string break_action; // "" if the binary lacks the parameter
     int detect_timeout = -1;  // -1 if the binary lacks the parameter
     std::vector<FaultPlan> faults;
@@ -783,7 +788,7 @@ struct RoundConfig {
     {
         std::string s = fmt("preempt=%s%s", preempt ? "on" : "off", slow ? " slow" : "");
         if (handshake >= 0) {
-            s += fmt(" handshake=%s", handshake ? "on" : "off");
+            s += fmt(" handshake=%s", handshake ? "on" : negotiate == 1 ? "negotiated" : "off");
         }
         if (!break_action.empty()) {
             s += " break-action=" + break_action;
@@ -797,6 +802,7 @@ struct RoundConfig {
 
 struct Features {
     bool handshake = false;
+    bool negotiate = false;   // x-postcopy-start-handshake-negotiate
     bool break_action = false;
     bool detect_timeout = false;
 };
@@ -813,6 +819,12 @@ RoundConfig plan_round(uint64_t seed, int round, const Features &feat)
     int dt = rng.range(1000, 3000);
     if (feat.handshake) {
         c.handshake = hs;
+    }
+    if (feat.negotiate && c.handshake == 0) {
+        // Half the rounds without the capability negotiate it (the
+        // default between two binaries of this fork), half turn it off;
+        // from the same draw, so that plans stay put
+        c.negotiate = (dt >> 1) & 1;
     }
     if (feat.break_action) {
         c.break_action = ba ? "pause" : "keep-running";
@@ -1176,6 +1188,12 @@ Features probe_features(const Options &o, const std::string &binary, const std::
             f.handshake = true;
         }
     }
+    Json props = q.qmp.cmd("qom-list-properties", "{\"typename\":\"migration\"}");
+    for (const auto &p : props["return"].a) {
+        if (p["name"].str() == "x-postcopy-start-handshake-negotiate") {
+            f.negotiate = true;
+        }
+    }
     Json params = q.qmp.cmd("query-migrate-parameters");
     f.break_action = params["return"].has("postcopy-break-action");
     f.detect_timeout = params["return"].has("postcopy-detect-timeout");
@@ -1246,6 +1264,10 @@ std::vector<std::string> Round::qemu_args(Qemu &q, bool dest)
         a.push_back("-S");
         a.push_back("-incoming");
         a.push_back("defer");
+    }
+    if (cfg_.negotiate == 0) {
+        a.push_back("-global");
+        a.push_back("migration.x-postcopy-start-handshake-negotiate=off");
     }
     return a;
 }
@@ -1584,7 +1606,7 @@ RoundResult Round::run()
             // before that, a destination started by 'cont' may run while
             // the source fails and resumes (no protocol can tell them apart
             // without the handshake; docs/reliability.md).
-            bool cont_due = cfg_.handshake == 1
+            bool cont_due = cfg_.hs()
                                 ? d == "postcopy-active"
                                 : d == "postcopy-active" &&
                                       src_.qmp.seen_migration("postcopy-active");
@@ -1807,7 +1829,7 @@ RoundResult Round::run()
     }
 
     // Paths through the shim's table.
-    uint32_t flags = MC_FLAG_RETURN_PATH | (cfg_.handshake == 1 ? MC_FLAG_START_HANDSHAKE : 0);
+    uint32_t flags = MC_FLAG_RETURN_PATH | (cfg_.hs() ? MC_FLAG_START_HANDSHAKE : 0);
     std::string sseq, dseq;
     check_path(MC_ROLE_SOURCE, flags, ss, res_.violations, sseq);
     check_path(MC_ROLE_DESTINATION, flags, ds, res_.violations, dseq);
@@ -1826,10 +1848,17 @@ RoundResult Round::run()
     } else if (src_killed) {
         // The source held the only copy of the RAM not yet sent.
         res_.outcome = "lost:source-killed";
-    } else if (dst_killed && (dst_ever_ran || (src_reached_active && cfg_.handshake != 1))) {
+    } else if (dst_killed && (dst_ever_ran || (src_reached_active && !cfg_.hs()))) {
         // The destination held the running guest, or the source cannot
         // know whether it did (no start handshake): post-copy's limit.
         res_.outcome = dst_ever_ran ? "lost:running-dst-killed" : "lost:dst-killed-after-ack";
+    } else if (!cfg_.hs() && src_.qmp.seen_migration("postcopy-device") &&
+               s_mig == "postcopy-paused") {
+        // Without the start handshake the source cannot tell a destination
+        // that runs the guest (its acknowledgement lost) from one that
+        // never will: once the package left it pauses rather than resume,
+        // as upstream QEMU does (docs/devel/migration/postcopy-switchover.rst).
+        res_.outcome = "limit:no-handshake-paused-after-package";
     } else {
         res_.outcome = "stranded";
         violation(fmt("stranded: no side can run the guest (source %s, destination %s)", s_mig.c_str(),
@@ -2005,6 +2034,7 @@ int main(int argc, char **argv)
     if (mixed) {
         Features fd = probe_features(o, o.qemu_dst, o.workdir);
         feat.handshake &= fd.handshake;
+        feat.negotiate &= fd.negotiate;
         feat.break_action &= fd.break_action;
         feat.detect_timeout &= fd.detect_timeout;
     }
