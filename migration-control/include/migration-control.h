@@ -45,6 +45,14 @@ typedef enum McState {
     MC_STATE_STARTED,              /* destination: start granted, vCPUs may run */
     MC_STATE_START_REQUESTED_PAUSED, /* destination: channel broke while asking */
     MC_STATE_CANCELLED,
+    /*
+     * Source without the start handshake: the channel broke after the
+     * package left and before its acknowledgement.  Paused (the
+     * destination may be running the guest); a recovery completes the
+     * switchover, and migrate_cancel is the operator's word that the
+     * destination does not run it (it died or failed): the source resumes.
+     */
+    MC_STATE_POSTCOPY_DEVICE_PAUSED,
     MC_STATE__MAX,
     /* Make every int a valid value in C++: no UB on bad input */
     MC_STATE__INT_MIN = -0x7fffffff - 1,
@@ -69,6 +77,11 @@ typedef enum McEvent {
     MC_EVENT_START_GRANTED,       /* destination: StartGrant received */
     MC_EVENT_START_DENIED,        /* destination: StartDeny received */
     MC_EVENT_CANCEL_REQUESTED,    /* source: migrate_cancel */
+    /*
+     * source: everything sent without a start request (handshake): it
+     * commits before it completes
+     */
+    MC_EVENT_ALL_SENT,
     MC_EVENT__MAX,
     /* Make every int a valid value in C++: no UB on bad input */
     MC_EVENT__INT_MIN = -0x7fffffff - 1,

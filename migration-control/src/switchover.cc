@@ -66,7 +66,15 @@ constexpr Row kSourceTable[] = {
     // whose acknowledgement was lost may be running (autostart, or a
     // manager that continues it on its own postcopy-active).  Pause, as
     // after the acknowledgement; a destination that did load recovers.
-    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CHANNEL_BROKEN,     kAny, kNoHS, MC_STATE_POSTCOPY_PAUSED,     0},
+    {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CHANNEL_BROKEN,     kRP,  kNoHS, MC_STATE_POSTCOPY_DEVICE_PAUSED, 0},
+    // The destination answered a recovery: it loaded the package.
+    {MC_STATE_POSTCOPY_DEVICE_PAUSED, MC_EVENT_RECOVERED,     kRP,  kNoHS, MC_STATE_POSTCOPY_ACTIVE,     0},
+    {MC_STATE_POSTCOPY_DEVICE_PAUSED, MC_EVENT_CHANNEL_BROKEN, kRP,  kNoHS, MC_STATE_POSTCOPY_DEVICE_PAUSED, 0},
+    // Its failure report came late: it never ran the guest.
+    {MC_STATE_POSTCOPY_DEVICE_PAUSED, MC_EVENT_LOAD_FAILED,   kRP,  kNoHS, MC_STATE_FAILED,              kResume},
+    // The operator says the destination is gone or failed: the source
+    // holds all the memory (nothing was released) and takes it back.
+    {MC_STATE_POSTCOPY_DEVICE_PAUSED, MC_EVENT_CANCEL_REQUESTED, kRP,  kNoHS, MC_STATE_CANCELLED,         kResume},
     // With it, nothing was granted: the destination cannot have run.
     {MC_STATE_POSTCOPY_DEVICE,   MC_EVENT_CHANNEL_BROKEN,     kHS,  0,     MC_STATE_FAILED,              kResume},
     // Nothing came back for the failure detector's T.  Only a destination
@@ -88,6 +96,10 @@ constexpr Row kSourceTable[] = {
     {MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_START_REQUESTED,   kHS,  0,     MC_STATE_POSTCOPY_COMMITTED,  kGrant},
     {MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_CHANNEL_BROKEN,    kHS,  0,     MC_STATE_POSTCOPY_PAUSED,     0},
     {MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_COMPLETED,         kHS,  0,     MC_STATE_COMPLETED,           0},
+    // Nobody asked to start (a destination left paused): once everything
+    // is sent the source commits, as a grant would, before it sends the
+    // end of the stream; then it completes.
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_ALL_SENT,           kHS,  0,     MC_STATE_POSTCOPY_COMMITTED,  0},
     {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kAny, kNoHS, MC_STATE_POSTCOPY_ACTIVE,     0},
     {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kHS,  0,     MC_STATE_POSTCOPY_COMMITTED,  0},
     // A recovery attempt broke: still paused, ready for the next one.
@@ -126,6 +138,11 @@ constexpr Row kDestinationTable[] = {
     {MC_STATE_STARTED,           MC_EVENT_LOAD_FAILED,        kHS,  0,     MC_STATE_FAILED,              0},
     {MC_STATE_STARTED,           MC_EVENT_CHANNEL_BROKEN,     kHS,  0,     MC_STATE_POSTCOPY_PAUSED,     0},
     {MC_STATE_STARTED,           MC_EVENT_COMPLETED,          kHS,  0,     MC_STATE_COMPLETED,           0},
+    // The source completed without a grant (it commits by completing:
+    // it can never resume): a start never asked for stays up to 'cont',
+    // one asked for (the request crossed the end) starts now.
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_COMPLETED,          kHS,  0,     MC_STATE_COMPLETED,           0},
+    {MC_STATE_START_REQUESTED,   MC_EVENT_COMPLETED,          kHS,  0,     MC_STATE_COMPLETED,           kStart},
     {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kAny, kNoHS, MC_STATE_POSTCOPY_ACTIVE,     0},
     {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kHS,  0,     MC_STATE_STARTED,             0},
     // A recovery attempt broke: still paused (and still stopped if the
@@ -148,6 +165,10 @@ constexpr Refusal kRefusals[] = {
     {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_PAUSED, MC_EVENT_CANCEL_REQUESTED,
      "the destination may be running the guest, so the source cannot resume "
      "it; use post-copy recovery (migrate-recover, migrate with resume)"},
+    {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CANCEL_REQUESTED,
+     "without postcopy-start-handshake the destination may be running the "
+     "guest, so the source cannot resume it; post-copy migration in "
+     "progress"},
 };
 // clang-format on
 
@@ -155,13 +176,14 @@ constexpr std::array<const char *, MC_STATE__MAX> kStateNames = {
     "active", "device", "postcopy-device", "postcopy-active",
     "postcopy-paused", "completed", "failed", "postcopy-committed",
     "start-requested", "started", "start-requested-paused", "cancelled",
+    "postcopy-device-paused",
 };
 
 constexpr std::array<const char *, MC_EVENT__MAX> kEventNames = {
     "SwitchoverStarted", "PackageSent", "Listen", "PackageLoaded", "Run",
     "LoadFailed", "ChannelBroken", "AckTimeout", "SwitchoverFailed",
     "Recovered", "Completed", "StartRequested", "StartGranted",
-    "StartDenied", "CancelRequested",
+    "StartDenied", "CancelRequested", "AllSent",
 };
 
 constexpr std::array<const char *, MC_ROLE__MAX> kRoleNames = {

@@ -73,9 +73,15 @@ std::map<Key, Expect> expected()
         if (hs) {
             src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED,
                 resume);
-        } else {
-            src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_CHANNEL_BROKEN,
-                MC_STATE_POSTCOPY_PAUSED, 0);
+        } else if (rp) {
+            // Paused before the acknowledgement: recovery, a late failure
+            // report, or the operator's cancel
+            const McState dp = MC_STATE_POSTCOPY_DEVICE_PAUSED;
+            src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_CHANNEL_BROKEN, dp, 0);
+            src(dp, MC_EVENT_CHANNEL_BROKEN, dp, 0);
+            src(dp, MC_EVENT_RECOVERED, MC_STATE_POSTCOPY_ACTIVE, 0);
+            src(dp, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED, resume);
+            src(dp, MC_EVENT_CANCEL_REQUESTED, MC_STATE_CANCELLED, resume);
         }
         src(MC_STATE_POSTCOPY_DEVICE, MC_EVENT_SWITCHOVER_FAILED, MC_STATE_FAILED,
             resume);
@@ -109,6 +115,9 @@ std::map<Key, Expect> expected()
                 MC_STATE_POSTCOPY_PAUSED, 0);
             src(MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_COMPLETED,
                 MC_STATE_COMPLETED, 0);
+            // Everything sent without a request: commit, then complete
+            src(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_ALL_SENT,
+                MC_STATE_POSTCOPY_COMMITTED, 0);
             src(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_RECOVERED,
                 MC_STATE_POSTCOPY_COMMITTED, 0);
         }
@@ -167,6 +176,9 @@ std::map<Key, Expect> expected()
             dst(MC_STATE_STARTED, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED, 0);
             dst(MC_STATE_STARTED, MC_EVENT_CHANNEL_BROKEN, MC_STATE_POSTCOPY_PAUSED, 0);
             dst(MC_STATE_STARTED, MC_EVENT_COMPLETED, MC_STATE_COMPLETED, 0);
+            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_COMPLETED, MC_STATE_COMPLETED, 0);
+            dst(MC_STATE_START_REQUESTED, MC_EVENT_COMPLETED, MC_STATE_COMPLETED,
+                MC_ACTION_START_VCPUS);
             dst(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_RECOVERED, MC_STATE_STARTED, 0);
         }
     }
@@ -223,7 +235,8 @@ void test_handshake_invariants()
             McTransition t{};
             if (mc_switchover_lookup(MC_ROLE_DESTINATION, hs, McState(s), McEvent(e),
                                      &t, nullptr, 0) == 0 &&
-                (t.actions & MC_ACTION_START_VCPUS) && e != MC_EVENT_START_GRANTED) {
+                (t.actions & MC_ACTION_START_VCPUS) && e != MC_EVENT_START_GRANTED &&
+                e != MC_EVENT_COMPLETED) {
                 start_only_on_grant = false;
             }
             if (mc_switchover_lookup(MC_ROLE_SOURCE, hs, McState(s), McEvent(e), &t,
@@ -234,7 +247,9 @@ void test_handshake_invariants()
             }
         }
     }
-    check(start_only_on_grant, "handshake: only StartGranted starts the vCPUs");
+    check(start_only_on_grant,
+          "handshake: only StartGranted (or the source's completion, which "
+          "commits it) starts the vCPUs");
     check(no_resume_after_commit,
           "handshake: nothing resumes the source once it is committed");
 
@@ -358,9 +373,13 @@ void test_source_holds_guest()
          {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, true},
           {MC_EVENT_PACKAGE_LOADED, false}, {MC_EVENT_CHANNEL_BROKEN, false},
           {MC_EVENT_RECOVERED, false}, {MC_EVENT_COMPLETED, false}}},
-        {"return-path, broken before the acknowledgement", rp,
+        {"return-path, broken before the acknowledgement, recovered", rp,
          {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, true},
-          {MC_EVENT_CHANNEL_BROKEN, false}, {MC_EVENT_RECOVERED, false}}},
+          {MC_EVENT_CHANNEL_BROKEN, true}, {MC_EVENT_CHANNEL_BROKEN, true},
+          {MC_EVENT_RECOVERED, false}}},
+        {"return-path, broken before the acknowledgement, cancelled", rp,
+         {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, true},
+          {MC_EVENT_CHANNEL_BROKEN, true}, {MC_EVENT_CANCEL_REQUESTED, true}}},
         {"return-path, destination failed to load", rp,
          {{MC_EVENT_SWITCHOVER_STARTED, true}, {MC_EVENT_PACKAGE_SENT, true},
           {MC_EVENT_LOAD_FAILED, true}}},
@@ -394,6 +413,7 @@ void test_source_holds_guest()
     bool given_away_never_resumes = true, break_resumes_only_with_hs = true;
     for (const uint32_t f : {0u, rp, hs}) {
         for (int s = 0; s < MC_STATE__MAX; s++) {
+            // (postcopy-device-paused is not away: its cancel resumes)
             const bool away = s == MC_STATE_POSTCOPY_COMMITTED ||
                               s == MC_STATE_POSTCOPY_PAUSED || s == MC_STATE_COMPLETED ||
                               (s == MC_STATE_POSTCOPY_ACTIVE && !(f & MC_FLAG_START_HANDSHAKE));
@@ -407,7 +427,8 @@ void test_source_holds_guest()
                 if (away && resume) {
                     given_away_never_resumes = false;
                 }
-                if (e == MC_EVENT_CHANNEL_BROKEN && s == MC_STATE_POSTCOPY_DEVICE &&
+                if (e == MC_EVENT_CHANNEL_BROKEN &&
+                    (s == MC_STATE_POSTCOPY_DEVICE || s == MC_STATE_POSTCOPY_DEVICE_PAUSED) &&
                     resume != bool(f & MC_FLAG_START_HANDSHAKE)) {
                     break_resumes_only_with_hs = false;
                 }
