@@ -53,6 +53,13 @@ typedef enum McState {
      * destination does not run it (it died or failed): the source resumes.
      */
     MC_STATE_POSTCOPY_DEVICE_PAUSED,
+    /*
+     * Destination with the start handshake: the channel broke in
+     * postcopy-active before it asked to start.  The source may have
+     * committed (everything sent, AllSent): wait for a recovery, vCPUs
+     * stopped; a recovery is only possible with a committed source.
+     */
+    MC_STATE_UNGRANTED_PAUSED,
     MC_STATE__MAX,
     /* Make every int a valid value in C++: no UB on bad input */
     MC_STATE__INT_MIN = -0x7fffffff - 1,

@@ -124,7 +124,12 @@ constexpr Row kDestinationTable[] = {
     {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_COMPLETED,          kAny, kNoHS, MC_STATE_COMPLETED,           0},
     // Handshake: not started yet, and only a grant starts the vCPUs.
     {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_LOAD_FAILED,        kHS,  0,     MC_STATE_FAILED,              kKeepStopped},
-    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_CHANNEL_BROKEN,     kHS,  0,     MC_STATE_FAILED,              kKeepStopped},
+    // The source may have committed by sending everything (AllSent): wait
+    // for a recovery, stopped (a failed source never recovers).
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_CHANNEL_BROKEN,     kHS,  0,     MC_STATE_UNGRANTED_PAUSED,    kKeepStopped},
+    {MC_STATE_UNGRANTED_PAUSED,  MC_EVENT_CHANNEL_BROKEN,     kHS,  0,     MC_STATE_UNGRANTED_PAUSED,    kKeepStopped},
+    {MC_STATE_UNGRANTED_PAUSED,  MC_EVENT_RECOVERED,          kHS,  0,     MC_STATE_POSTCOPY_ACTIVE,     0},
+    {MC_STATE_UNGRANTED_PAUSED,  MC_EVENT_LOAD_FAILED,        kHS,  0,     MC_STATE_FAILED,              kKeepStopped},
     {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_START_REQUESTED,    kHS,  0,     MC_STATE_START_REQUESTED,     kRequest},
     {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_START_DENIED,       kHS,  0,     MC_STATE_CANCELLED,           kKeepStopped},
     {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_START_GRANTED,      kHS,  0,     MC_STATE_FAILED,              kKeepStopped},
@@ -176,7 +181,7 @@ constexpr std::array<const char *, MC_STATE__MAX> kStateNames = {
     "active", "device", "postcopy-device", "postcopy-active",
     "postcopy-paused", "completed", "failed", "postcopy-committed",
     "start-requested", "started", "start-requested-paused", "cancelled",
-    "postcopy-device-paused",
+    "postcopy-device-paused", "ungranted-paused",
 };
 
 constexpr std::array<const char *, MC_EVENT__MAX> kEventNames = {

@@ -152,8 +152,11 @@ std::map<Key, Expect> expected()
                 stopped);
             dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED,
                 stopped);
-            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CHANNEL_BROKEN, MC_STATE_FAILED,
-                stopped);
+            const McState up = MC_STATE_UNGRANTED_PAUSED;
+            dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CHANNEL_BROKEN, up, stopped);
+            dst(up, MC_EVENT_CHANNEL_BROKEN, up, stopped);
+            dst(up, MC_EVENT_RECOVERED, MC_STATE_POSTCOPY_ACTIVE, 0);
+            dst(up, MC_EVENT_LOAD_FAILED, MC_STATE_FAILED, stopped);
             dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_START_REQUESTED,
                 MC_STATE_START_REQUESTED, MC_ACTION_SEND_START_REQUEST);
             dst(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_START_DENIED, MC_STATE_CANCELLED,

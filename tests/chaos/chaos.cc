@@ -973,6 +973,7 @@ const char *projected_status(McState s)
     case MC_STATE_POSTCOPY_PAUSED:
     case MC_STATE_START_REQUESTED_PAUSED:
     case MC_STATE_POSTCOPY_DEVICE_PAUSED:
+    case MC_STATE_UNGRANTED_PAUSED:
         return "postcopy-paused";
     case MC_STATE_CANCELLED:
         return "cancelled";
