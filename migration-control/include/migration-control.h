@@ -209,6 +209,37 @@ void mc_detector_sent(McDetector *d, uint64_t now_ms);
 /* A new connection (post-copy recovery): start counting afresh. */
 void mc_detector_reset(McDetector *d, uint64_t now_ms);
 /*
+ * What the transport (the kernel's TCP state of the main channel) says
+ * about the peer, so that a slow but healthy link is not taken for a
+ * broken one: over a slow link, heartbeats and their answers queue
+ * behind megabytes of pages and come later than T, while the peer keeps
+ * taking data.
+ *
+ * Destination: @progress is the number of bytes received so far on the
+ * main channel; any increase is a sign of life (data arrives, so the
+ * link and the source's kernel work; a frozen source's queued data is
+ * noticed at most a send buffer's worth of link time late).
+ *
+ * Source: @progress is the number of bytes the peer's kernel has
+ * acknowledged.  An increase counts as a sign of life only while the
+ * latest heartbeat is still queued on the way (@progress below its
+ * position, see mc_detector_heartbeat_position()), i.e. only while the
+ * missing answer is explained by the queue; a heartbeat the peer's
+ * kernel already took and that its QEMU does not answer for T is a
+ * silent peer even though its kernel still acknowledges data.
+ *
+ * @progress must not decrease while a connection lasts; reset with
+ * mc_detector_reset() on a new connection.  Without these calls (no TCP,
+ * or the information is unavailable) only heartbeats count.
+ */
+void mc_detector_transport(McDetector *d, uint64_t now_ms, uint64_t progress);
+/*
+ * Source: the heartbeat just sent ends at byte @position of the main
+ * channel (bytes acknowledged by the peer + bytes still queued, right
+ * after the heartbeat was written).
+ */
+void mc_detector_heartbeat_position(McDetector *d, uint64_t position);
+/*
  * What to do at @now_ms.  *@next_ms (if not NULL) is the latest time at
  * which to poll again.  Once BROKEN, stays BROKEN until reset.
  */

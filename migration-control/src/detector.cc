@@ -14,6 +14,9 @@ struct McDetector {
     uint64_t last_tx;       // last time something was sent to the peer
     bool armed;             // the destination saw a heartbeat
     bool broken;
+    bool have_progress;     // the transport reported at least once
+    uint64_t progress;      // its last report (bytes acked / received)
+    uint64_t hb_position;   // source: where the latest heartbeat ends
 };
 
 namespace {
@@ -48,7 +51,8 @@ McDetector *mc_detector_new(McRole role, uint64_t timeout_ms, uint64_t now_ms)
     // The source always expects answers to its heartbeats; the destination
     // waits for a first heartbeat to know that the source sends them.
     return new (std::nothrow)
-        McDetector{role, timeout_ms, now_ms, now_ms, role == MC_ROLE_SOURCE, false};
+        McDetector{role, timeout_ms, now_ms, now_ms, role == MC_ROLE_SOURCE,
+                   false, false, 0, 0};
 }
 
 void mc_detector_free(McDetector *d)
@@ -74,6 +78,32 @@ void mc_detector_reset(McDetector *d, uint64_t now_ms)
     d->last_rx = d->last_tx = now_ms;
     d->broken = false;
     d->armed = d->role == MC_ROLE_SOURCE;
+    d->have_progress = false;
+    d->progress = d->hb_position = 0;
+}
+
+void mc_detector_transport(McDetector *d, uint64_t now_ms, uint64_t progress)
+{
+    bool moved = d->have_progress && progress > d->progress;
+
+    if (d->have_progress && progress < d->progress) {
+        // Not the same connection: a new baseline, no sign of life
+        moved = false;
+    }
+    d->have_progress = true;
+    d->progress = progress;
+    if (!moved || d->broken) {
+        return;
+    }
+    if (d->role == MC_ROLE_DESTINATION ||
+        (d->hb_position && progress < d->hb_position)) {
+        d->last_rx = std::max(d->last_rx, now_ms);
+    }
+}
+
+void mc_detector_heartbeat_position(McDetector *d, uint64_t position)
+{
+    d->hb_position = position;
 }
 
 McDetectorVerdict mc_detector_poll(McDetector *d, uint64_t now_ms, uint64_t *next_ms)

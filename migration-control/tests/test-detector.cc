@@ -7,7 +7,9 @@
 #include "tap.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -146,6 +148,135 @@ void test_partition(uint64_t T, uint64_t cut)
     mc_detector_free(dst);
 }
 
+// A link of @rate bytes/ms between a source that always has pages to send
+// (its socket keeps @queue bytes queued ahead of the link) and a
+// destination that answers each heartbeat once its last byte arrived.
+// Heartbeats go out every T/4 into the back of the queue.  The source's
+// kernel sees the acknowledged byte count advance as the link drains;
+// the destination's sees the received count advance.  Returns the time
+// of the first BROKEN verdict on @role's side, or 0 if none within
+// @duration.  @cut: from then on the link carries nothing (silent
+// partition); @frozen: from then on the destination's QEMU answers
+// nothing, while its kernel still takes @rcvbuf bytes.  @transport:
+// report the kernel's counters to the detector (the fix of defect 5).
+struct Link {
+    uint64_t T = 1000;
+    uint64_t rate = 2000;        // 2 MB/s
+    uint64_t queue = 4 << 20;    // bytes ahead of each new heartbeat
+    uint64_t duration = 60000;
+    uint64_t cut = UINT64_MAX;
+    uint64_t frozen = UINT64_MAX;
+    uint64_t rcvbuf = 6 << 20;
+    bool transport = true;
+};
+
+uint64_t simulate(const Link &l, McRole role)
+{
+    McDetector *d = mc_detector_new(role, l.T, 0);
+    uint64_t written = l.queue;   // byte position the source wrote up to
+    uint64_t delivered = 0;       // bytes that crossed the link
+    uint64_t consumed = 0;        // bytes the destination QEMU read
+    std::vector<uint64_t> hbs;    // positions of heartbeats in flight
+    uint64_t broken_at = 0;
+
+    if (role == MC_ROLE_DESTINATION) {
+        mc_detector_received(d, 0, 1);   // armed by the package's heartbeat
+    }
+    for (uint64_t t = 1; t <= l.duration && !broken_at; t++) {
+        // The link drains; a frozen destination's kernel stops taking
+        // data once its receive buffer is full.
+        uint64_t room = t >= l.frozen ? consumed + l.rcvbuf - delivered : UINT64_MAX;
+        uint64_t step = t >= l.cut ? 0 : std::min<uint64_t>(l.rate, room);
+        delivered = std::min(written, delivered + step);
+        if (t < l.frozen) {
+            consumed = delivered;
+        }
+        // The source keeps its queue full (it always has pages)
+        written = std::max(written, delivered + l.queue);
+        // Heartbeats whose last byte the destination QEMU read: answered
+        // (the answer crosses the uncongested return path at once), and
+        // seen by the destination itself
+        while (!hbs.empty() && hbs.front() <= consumed) {
+            hbs.erase(hbs.begin());
+            if (t < l.cut) {
+                mc_detector_received(d, t, 1);
+            }
+        }
+        if (role == MC_ROLE_SOURCE &&
+            mc_detector_poll(d, t, nullptr) == MC_DETECTOR_SEND_HEARTBEAT) {
+            mc_detector_sent(d, t);
+            written += 64;
+            hbs.push_back(written);
+            if (l.transport) {
+                mc_detector_heartbeat_position(d, written);
+            }
+        } else if (role == MC_ROLE_DESTINATION && t % (l.T / 4) == 0) {
+            written += 64;       // the source's heartbeats, every T/4
+            hbs.push_back(written);
+        }
+        if (t % (l.T / 10) == 0) {   // the main loop's poll
+            if (l.transport) {
+                mc_detector_transport(d, t, role == MC_ROLE_SOURCE ? delivered : consumed);
+            }
+            if (mc_detector_poll(d, t, nullptr) == MC_DETECTOR_BROKEN) {
+                broken_at = t;
+            }
+        }
+    }
+    mc_detector_free(d);
+    return broken_at;
+}
+
+void test_slow_link()
+{
+    for (McRole role : {MC_ROLE_SOURCE, MC_ROLE_DESTINATION}) {
+        std::string side = mc_role_name(role);
+        Link l;
+        uint64_t b = simulate(l, role);
+        check(b == 0, side + ": 2 MB/s with 4 MB queued ahead of every heartbeat: "
+                      "healthy for 60 s (broken at " + std::to_string(b) + " ms)");
+        l.transport = false;
+        b = simulate(l, role);
+        check(b != 0 && b < 3000, side + ": the same link counted by heartbeats only "
+                                  "is declared broken (the defect; at " +
+                                  std::to_string(b) + " ms)");
+        for (uint64_t cut : {5000, 12345, 30001}) {
+            Link p;
+            p.cut = cut;
+            b = simulate(p, role);
+            check(b > cut && b <= cut + p.T + p.T / 10,
+                  side + ": slow link, partition at " + std::to_string(cut) +
+                      " ms detected within T + T/10 (at " + std::to_string(b) + " ms)");
+        }
+    }
+    // A frozen destination QEMU whose kernel still takes data: the
+    // acknowledgements after the heartbeat entered its receive buffer do
+    // not count.
+    for (uint64_t rcvbuf : {uint64_t(0), uint64_t(64) << 10, uint64_t(6) << 20}) {
+        for (uint64_t queue : {uint64_t(0), uint64_t(4) << 20}) {
+            Link f;
+            f.frozen = 10000;
+            f.rcvbuf = rcvbuf;
+            f.queue = queue;
+            uint64_t b = simulate(f, MC_ROLE_SOURCE);
+            uint64_t bound = f.frozen + f.T + f.T / 10 + (rcvbuf + queue) / f.rate;
+            check(b > f.frozen && b <= bound,
+                  "source: destination frozen at 10 s (receive buffer " +
+                      std::to_string(rcvbuf >> 10) + " KiB, queue " +
+                      std::to_string(queue >> 10) + " KiB) detected by " +
+                      std::to_string(bound) + " ms (at " + std::to_string(b) + " ms)");
+        }
+    }
+    // A new connection starts a new byte count: no sign of life from it.
+    McDetector *d = mc_detector_new(MC_ROLE_DESTINATION, 1000, 0);
+    mc_detector_received(d, 0, 1);
+    mc_detector_transport(d, 100, 5000000);
+    mc_detector_transport(d, 900, 10);
+    check(mc_detector_poll(d, 1000, nullptr) == MC_DETECTOR_BROKEN,
+          "destination: a byte count that went back is no sign of life");
+    mc_detector_free(d);
+}
+
 void test_policy()
 {
     McPausePolicy *p = mc_pause_policy_new(1);
@@ -220,6 +351,7 @@ int main()
             test_partition(T, cut);
         }
     }
+    test_slow_link();
     test_policy();
     return tap::finish();
 }
