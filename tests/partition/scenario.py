@@ -52,25 +52,30 @@ def check_guest_ram(dst, work):
 class Run:
     """Start both QEMUs and post-copy up to postcopy-active.  @dst_args
     may add options; @detect: T in ms (None: do not set the parameter,
-    for stock QEMU)."""
+    for stock QEMU); @throttle: (Mbit/s, queue in ms) of a slow link, and
+    post-copy starts at once instead of after a pre-copy pass."""
 
     def __init__(self, src_bin, dst_bin, boot, work, detect, pause=True,
                  postcopy_bw=32768, blocktime=False, dst_extra=(),
-                 preempt=False):
+                 preempt=False, throttle=None):
         self.work = work
         self.detect = detect
         netns.setup()
+        if throttle:
+            netns.throttle(*throttle)
         self.src = QEMU(src_bin, "src", work, guest_args(boot))
         self.dst = QEMU(netns.wrapper(dst_bin, work), "dst", work,
                         guest_args(boot) + list(dst_extra) +
                         ["-incoming", "defer"])
         try:
-            self._start(detect, pause, postcopy_bw, blocktime, preempt)
+            self._start(detect, pause, postcopy_bw, blocktime, preempt,
+                        first_pass=not throttle)
         except Exception:
             self.close()
             raise
 
-    def _start(self, detect, pause, postcopy_bw, blocktime, preempt):
+    def _start(self, detect, pause, postcopy_bw, blocktime, preempt,
+               first_pass=True):
         src, dst = self.src, self.dst
         postcopy_prepare(src, dst)
         if preempt:
@@ -93,7 +98,12 @@ class Run:
         p = port()
         dst.qmp.cmd("migrate-incoming", uri=f"tcp:0.0.0.0:{p}")
         src.qmp.cmd("migrate", uri=f"tcp:{netns.NS_IP}:{p}")
-        wait_first_pass(src)
+        if first_pass:
+            wait_first_pass(src)
+        else:
+            # A slow link: straight to post-copy, which then runs for long
+            wait_until(lambda: status(src) == "active", 30,
+                       "the migration to start")
         src.qmp.cmd("migrate-start-postcopy")
         src.qmp.wait_migration("postcopy-active", 60)
         dst.qmp.wait_migration("postcopy-active", 60)

@@ -6,7 +6,7 @@ post-copy runs, iptables drops every packet both ways (no RST, no EOF).
 With postcopy-detect-timeout T = 1 s on both sides and
 postcopy-break-action=pause on the destination:
 
-  - both sides reach postcopy-paused within T + 1 s of the cut, and the
+  - both sides reach postcopy-paused within T + 250 ms of the cut, and the
     destination guest is paused (STOP, run state postcopy-paused);
   - the partition is lifted, migrate-recover + migrate resume: the
     destination guest resumes (RESUME), post-copy completes, and the
@@ -30,6 +30,7 @@ from qmp import write_bootsector  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 T_MS = 1000
+BOUND_MS = 250     # detection within T + this (issue 13's acceptance)
 
 
 def main():
@@ -58,8 +59,8 @@ def main():
                 f"{k} after {v * 1000:.0f} ms" if v is not None else
                 f"{k} not within T + 1 s" for k, v in res.items()))
             for k, v in res.items():
-                if v is None:
-                    failures.append(f"{k}: not within T + 1 s")
+                if v is None or v * 1000 > T_MS + BOUND_MS:
+                    failures.append(f"{k}: not within T + {BOUND_MS} ms")
             rs = scenario.run_state(run.dst)
             if rs != "postcopy-paused":
                 failures.append(f"destination run state {rs}, "
