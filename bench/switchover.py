@@ -104,6 +104,9 @@ def main():
     ap.add_argument("--flows", default="autostart,libvirt")
     ap.add_argument("--markdown")
     ap.add_argument("--command", default=" ".join(sys.argv))
+    ap.add_argument("--previous", help="another build to compare in the same run "
+                    "(e.g. the series before this one)")
+    ap.add_argument("--previous-label", default="previous")
     ap.add_argument("--handshake", action="store_true",
                     help="compare stock, patched and patched with postcopy-start-handshake")
     opts = ap.parse_args()
@@ -113,6 +116,8 @@ def main():
     write_bootsector(opts.qemu_src, boot)
     # variant -> (binary, start handshake)
     binaries = {"patched": (opts.patched, False), "stock": (opts.stock, False)}
+    if opts.previous:
+        binaries[opts.previous_label] = (opts.previous, False)
     if opts.handshake:
         binaries["patched+handshake"] = (opts.patched, True)
     names = list(binaries)
@@ -159,10 +164,27 @@ def main():
                 + (f"{dw['median']:.2f} / {dw['p90']:.2f}" if dw else "n/a (no such state)") + " |")
         lines += ["", "downtime: source STOP → destination RESUME. dst→src postcopy-active: the source's "
                   "postcopy-active event minus the destination's (negative: the source was first).", ""]
+        if opts.previous:
+            lines += _paired(results, opts.flows.split(","),
+                             [opts.previous_label, "stock"])
         if opts.handshake:
             lines += _handshake_cost(out)
         write_section(opts.markdown, heading, "\n".join(lines))
     return 0
+
+
+def _paired(results, flows, others):
+    """Median of the per-round differences patched - other (the runs of
+    round i ran back to back)."""
+    lines = ["Paired (round by round) median downtime difference, patched minus:", ""]
+    for flow in flows:
+        for other in others:
+            diffs = [a["downtime_ms"] - b["downtime_ms"] for a, b in
+                     zip(results[(flow, "patched")], results[(flow, other)])]
+            lines.append(f"- {flow}, {other}: {statistics.median(diffs):+.2f} ms "
+                         f"(min {min(diffs):+.2f}, max {max(diffs):+.2f}, "
+                         f"{len(diffs)} pairs)")
+    return lines + [""]
 
 
 def _handshake_cost(out):
