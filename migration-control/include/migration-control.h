@@ -209,6 +209,11 @@ void mc_detector_sent(McDetector *d, uint64_t now_ms);
 /* A new connection (post-copy recovery): start counting afresh. */
 void mc_detector_reset(McDetector *d, uint64_t now_ms);
 /*
+ * The same connection in a new phase (the package acknowledged, a wait
+ * given up): count T afresh, keep what is known of the bytes on the way.
+ */
+void mc_detector_restart(McDetector *d, uint64_t now_ms);
+/*
  * What the transport (the kernel's TCP state of the main channel) says
  * about the peer, so that a slow but healthy link is not taken for a
  * broken one: over a slow link, heartbeats and their answers queue
@@ -221,24 +226,34 @@ void mc_detector_reset(McDetector *d, uint64_t now_ms);
  * noticed at most a send buffer's worth of link time late).
  *
  * Source: @progress is the number of bytes the peer's kernel has
- * acknowledged.  An increase counts as a sign of life only while the
- * latest heartbeat is still queued on the way (@progress below its
- * position, see mc_detector_heartbeat_position()), i.e. only while the
- * missing answer is explained by the queue; a heartbeat the peer's
- * kernel already took and that its QEMU does not answer for T is a
- * silent peer even though its kernel still acknowledges data.
+ * acknowledged, @window the receive window it advertises (0 if
+ * unknown), @receiver_limited whether, since the last report, sending
+ * waited on that window (the peer's QEMU reading paced the connection).
+ * An increase counts as a sign of life only while the oldest unanswered
+ * heartbeat (mc_detector_heartbeat_position()) is still on the link
+ * (@progress below its position) or, with @receiver_limited, may still
+ * wait in the peer's receive buffer (below its position plus the largest
+ * window seen).  Past that only its answer counts: a frozen peer, or one
+ * whose answers never arrive, is caught at most (queue + window) / link
+ * rate late.
  *
  * @progress must not decrease while a connection lasts; reset with
  * mc_detector_reset() on a new connection.  Without these calls (no TCP,
  * or the information is unavailable) only heartbeats count.
  */
-void mc_detector_transport(McDetector *d, uint64_t now_ms, uint64_t progress);
+void mc_detector_transport(McDetector *d, uint64_t now_ms, uint64_t progress,
+                           uint64_t window, int receiver_limited);
 /*
  * Source: the heartbeat just sent ends at byte @position of the main
  * channel (bytes acknowledged by the peer + bytes still queued, right
- * after the heartbeat was written).
+ * after the heartbeat was written).  Its answer (mc_detector_received()
+ * with @heartbeat) retires the oldest position.
  */
 void mc_detector_heartbeat_position(McDetector *d, uint64_t position);
+/* Source: is a heartbeat due?  (Unlike mc_detector_poll(), decides nothing.) */
+int mc_detector_heartbeat_due(const McDetector *d, uint64_t now_ms);
+/* How often to call mc_detector_poll() (ms) */
+uint64_t mc_detector_poll_period(const McDetector *d);
 /*
  * What to do at @now_ms.  *@next_ms (if not NULL) is the latest time at
  * which to poll again.  Once BROKEN, stays BROKEN until reset.

@@ -5,6 +5,7 @@
 #include "migration-control.h"
 
 #include <algorithm>
+#include <array>
 #include <new>
 
 struct McDetector {
@@ -16,7 +17,11 @@ struct McDetector {
     bool broken;
     bool have_progress;     // the transport reported at least once
     uint64_t progress;      // its last report (bytes acked / received)
-    uint64_t hb_position;   // source: where the latest heartbeat ends
+    uint64_t window;        // largest receive window the peer advertised
+    // Source: where the unanswered heartbeats end in the byte stream,
+    // oldest first (a ring; a heartbeat's answer pops the oldest).
+    std::array<uint64_t, 64> hb;
+    size_t hb_head, hb_count;
 };
 
 namespace {
@@ -52,7 +57,7 @@ McDetector *mc_detector_new(McRole role, uint64_t timeout_ms, uint64_t now_ms)
     // waits for a first heartbeat to know that the source sends them.
     return new (std::nothrow)
         McDetector{role, timeout_ms, now_ms, now_ms, role == MC_ROLE_SOURCE,
-                   false, false, 0, 0};
+                   false, false, 0, 0, {}, 0, 0};
 }
 
 void mc_detector_free(McDetector *d)
@@ -65,6 +70,11 @@ void mc_detector_received(McDetector *d, uint64_t now_ms, int heartbeat)
     d->last_rx = std::max(d->last_rx, now_ms);
     if (heartbeat) {
         d->armed = true;
+        if (d->role == MC_ROLE_SOURCE && d->hb_count) {
+            // The answer to the oldest heartbeat on the way
+            d->hb_head = (d->hb_head + 1) % d->hb.size();
+            d->hb_count--;
+        }
     }
 }
 
@@ -79,31 +89,64 @@ void mc_detector_reset(McDetector *d, uint64_t now_ms)
     d->broken = false;
     d->armed = d->role == MC_ROLE_SOURCE;
     d->have_progress = false;
-    d->progress = d->hb_position = 0;
+    d->progress = d->window = 0;
+    d->hb_head = d->hb_count = 0;
 }
 
-void mc_detector_transport(McDetector *d, uint64_t now_ms, uint64_t progress)
+void mc_detector_restart(McDetector *d, uint64_t now_ms)
+{
+    // Same connection: what is on the way stays on the way
+    d->last_rx = d->last_tx = now_ms;
+    d->broken = false;
+}
+
+void mc_detector_transport(McDetector *d, uint64_t now_ms, uint64_t progress,
+                           uint64_t window, int receiver_limited)
 {
     bool moved = d->have_progress && progress > d->progress;
 
-    if (d->have_progress && progress < d->progress) {
-        // Not the same connection: a new baseline, no sign of life
-        moved = false;
-    }
     d->have_progress = true;
     d->progress = progress;
+    d->window = std::max(d->window, window);
     if (!moved || d->broken) {
+        // (A count that went back is another connection: a new baseline)
         return;
     }
-    if (d->role == MC_ROLE_DESTINATION ||
-        (d->hb_position && progress < d->hb_position)) {
+    if (d->role == MC_ROLE_DESTINATION) {
+        d->last_rx = std::max(d->last_rx, now_ms);
+        return;
+    }
+    if (!d->hb_count) {
+        return;     // nothing unanswered: the answers speak for themselves
+    }
+    uint64_t oldest = d->hb[d->hb_head];
+    // Still on the link, or (when the peer's reading paces the link) still
+    // in the peer's receive buffer, behind data its QEMU is reading
+    if (progress < oldest ||
+        (receiver_limited && progress < add_sat(oldest, d->window))) {
         d->last_rx = std::max(d->last_rx, now_ms);
     }
 }
 
 void mc_detector_heartbeat_position(McDetector *d, uint64_t position)
 {
-    d->hb_position = position;
+    if (d->hb_count < d->hb.size()) {
+        d->hb[(d->hb_head + d->hb_count) % d->hb.size()] = position;
+        d->hb_count++;
+    }
+    // Full: 64 heartbeats unanswered; the oldest is what counts anyway
+}
+
+int mc_detector_heartbeat_due(const McDetector *d, uint64_t now_ms)
+{
+    return d->role == MC_ROLE_SOURCE && d->timeout && !d->broken &&
+           elapsed(now_ms, d->last_tx, heartbeat_interval(d));
+}
+
+uint64_t mc_detector_poll_period(const McDetector *d)
+{
+    // T/10, between 10 and 50 ms: a partition is seen within T + 100 ms
+    return std::clamp<uint64_t>(d->timeout / 10, 10, 50);
 }
 
 McDetectorVerdict mc_detector_poll(McDetector *d, uint64_t now_ms, uint64_t *next_ms)
