@@ -85,12 +85,25 @@ chaos-interop: $(CHAOS_BIN) upstream-10.2
 	@scripts/chaos-interop $(CHAOS_QEMU) $(UPSTREAM102_BIN) $(INTEROP_MACHINE) \
 	    $(INTEROP_ROUNDS) $(CHAOS_FLAGS)
 
-# Switchover downtime, patched vs stock, interleaved; writes docs/benchmarks.md.
+# Switchover downtime, patched vs the series at PREVIOUS_REV (built in
+# .cache/previous-REV by scripts/build-previous) vs stock, interleaved and
+# paired; writes docs/benchmarks.md.  PREVIOUS_REV= (empty) skips it.
 BENCH_RUNS ?= 10
+PREVIOUS_REV ?= 856de6f
 bench: build stock
-	@$(PYTHON) bench/switchover.py --patched $(QEMU_BIN) --stock $(STOCK_BIN) \
+	@prev=""; if [ -n "$(PREVIOUS_REV)" ]; then \
+	    bin=$$(scripts/build-previous $(PREVIOUS_REV)) || exit 1; \
+	    prev="--previous $$bin --previous-label series@$(PREVIOUS_REV)"; fi; \
+	$(PYTHON) bench/switchover.py --patched $(QEMU_BIN) --stock $(STOCK_BIN) $$prev \
 	    --qemu-src $(TOP)/qemu --runs $(BENCH_RUNS) --markdown docs/benchmarks.md \
 	    --command "make bench BENCH_RUNS=$(BENCH_RUNS)"
+
+# Failure handling before the switchover: fault visible to the source ->
+# its RESUME event, per kind (load error, EOF, RST); docs/benchmarks.md.
+.PHONY: bench-failure
+bench-failure: build
+	@$(PYTHON) bench/failure.py --binary $(QEMU_BIN) --runs $(BENCH_RUNS) \
+	    --markdown docs/benchmarks.md --command "make bench-failure BENCH_RUNS=$(BENCH_RUNS)"
 
 # Switchover downtime with the start handshake on and off, and stock.
 bench-handshake: build stock
@@ -112,13 +125,20 @@ CHAOS_FLAGS ?=
 
 chaos-driver: $(CHAOS_BIN)
 
-$(CHAOS_BIN): tests/chaos/chaos.cc tests/chaos/json.h $(wildcard migration-control/src/*.cc) \
+# tests/chaos/: main.cc (command line, report), plan (round plans),
+# proxy (TCP proxy, channel faults, switchover messages on the wire), qmp
+# (QMP client, nlohmann-json), qemu (processes), faults, round (one
+# round's flow), oracle (invariants, outcome classes), util.
+CHAOS_SRCS := $(wildcard tests/chaos/*.cc)
+CHAOS_HDRS := $(wildcard tests/chaos/*.h)
+
+$(CHAOS_BIN): $(CHAOS_SRCS) $(CHAOS_HDRS) $(wildcard migration-control/src/*.cc) \
 		migration-control/include/migration-control.h
 	@[ -f $(CHAOS_SHIM)/build.ninja ] || meson setup -Dbuildtype=debugoptimized $(CHAOS_SHIM) migration-control >/dev/null
 	@ninja -C $(CHAOS_SHIM) libmigration-control.a >/dev/null
 	@mkdir -p $(dir $@)
 	g++ -std=c++17 -O2 -g -Wall -Wextra -pthread -Imigration-control/include \
-	    tests/chaos/chaos.cc $(CHAOS_SHIM)/libmigration-control.a -o $@
+	    $(CHAOS_SRCS) $(CHAOS_SHIM)/libmigration-control.a -o $@
 
 chaos: $(CHAOS_BIN)
 	nice $(CHAOS_BIN) --qemu $(CHAOS_QEMU) --qemu-src $(TOP)/qemu \
@@ -153,6 +173,8 @@ PARTITION_QEMU ?= $(QEMU_BIN)
 .PHONY: check-partition bench-partition
 check-partition: build
 	@$(PYTHON) tests/partition/test-partition.py $(PARTITION_QEMU); rc=$$?; \
+	    [ $$rc -eq 77 ] && rc=0; [ $$rc -eq 0 ] || exit $$rc; \
+	    $(PYTHON) tests/partition/test-slow-link.py $(PARTITION_QEMU); rc=$$?; \
 	    [ $$rc -eq 77 ] && rc=0; exit $$rc
 
 # Detection latency (T = 1 s, 3 s vs stock) and the detector's page-fault
