@@ -204,7 +204,11 @@ McDetector *mc_detector_new(McRole role, uint64_t timeout_ms, uint64_t now_ms);
 void mc_detector_free(McDetector *d);
 /* Something arrived from the peer; @heartbeat: it was a heartbeat. */
 void mc_detector_received(McDetector *d, uint64_t now_ms, int heartbeat);
-/* Something was sent to the peer. */
+/*
+ * Something was sent to the peer.  On the source: a heartbeat is about to
+ * be written (call before writing it, so that an answer quicker than
+ * mc_detector_heartbeat_position() finds it).
+ */
 void mc_detector_sent(McDetector *d, uint64_t now_ms);
 /* A new connection (post-copy recovery): start counting afresh. */
 void mc_detector_reset(McDetector *d, uint64_t now_ms);

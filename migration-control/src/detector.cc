@@ -18,11 +18,20 @@ struct McDetector {
     bool have_progress;     // the transport reported at least once
     uint64_t progress;      // its last report (bytes acked / received)
     uint64_t window;        // largest receive window the peer advertised
-    // Source: where the unanswered heartbeats end in the byte stream,
-    // oldest first (a ring; a heartbeat's answer pops the oldest).
+    // Source: the unanswered heartbeats, oldest first (a ring; an answer
+    // pops the oldest).  A slot is taken when the heartbeat is sent
+    // (mc_detector_sent()) and gets its position in the byte stream once
+    // written (mc_detector_heartbeat_position()): its answer may come
+    // first.  kUnknown: not known yet, i.e. still being written.
     std::array<uint64_t, 64> hb;
     size_t hb_head, hb_count;
+    uint64_t hb_sent;       // heartbeats sent, the newest one's number
+    uint64_t hb_newest;     // number of the newest slot's heartbeat
 };
+
+namespace {
+constexpr uint64_t kUnknown = UINT64_MAX;
+}
 
 namespace {
 
@@ -57,7 +66,7 @@ McDetector *mc_detector_new(McRole role, uint64_t timeout_ms, uint64_t now_ms)
     // waits for a first heartbeat to know that the source sends them.
     return new (std::nothrow)
         McDetector{role, timeout_ms, now_ms, now_ms, role == MC_ROLE_SOURCE,
-                   false, false, 0, 0, {}, 0, 0};
+                   false, false, 0, 0, {}, 0, 0, 0, 0};
 }
 
 void mc_detector_free(McDetector *d)
@@ -74,6 +83,9 @@ void mc_detector_received(McDetector *d, uint64_t now_ms, int heartbeat)
             // The answer to the oldest heartbeat on the way
             d->hb_head = (d->hb_head + 1) % d->hb.size();
             d->hb_count--;
+            if (!d->hb_count) {
+                d->hb_newest = 0;   // its position, when it comes, is moot
+            }
         }
     }
 }
@@ -81,6 +93,15 @@ void mc_detector_received(McDetector *d, uint64_t now_ms, int heartbeat)
 void mc_detector_sent(McDetector *d, uint64_t now_ms)
 {
     d->last_tx = std::max(d->last_tx, now_ms);
+    if (d->role == MC_ROLE_SOURCE) {
+        d->hb_sent++;
+        if (d->hb_count < d->hb.size()) {
+            d->hb[(d->hb_head + d->hb_count) % d->hb.size()] = kUnknown;
+            d->hb_count++;
+            d->hb_newest = d->hb_sent;
+        }
+        // Full: 64 heartbeats unanswered; the oldest is what counts anyway
+    }
 }
 
 void mc_detector_reset(McDetector *d, uint64_t now_ms)
@@ -91,6 +112,7 @@ void mc_detector_reset(McDetector *d, uint64_t now_ms)
     d->have_progress = false;
     d->progress = d->window = 0;
     d->hb_head = d->hb_count = 0;
+    d->hb_sent = d->hb_newest = 0;
 }
 
 void mc_detector_restart(McDetector *d, uint64_t now_ms)
@@ -119,7 +141,7 @@ void mc_detector_transport(McDetector *d, uint64_t now_ms, uint64_t progress,
     if (!d->hb_count) {
         return;     // nothing unanswered: the answers speak for themselves
     }
-    uint64_t oldest = d->hb[d->hb_head];
+    uint64_t oldest = d->hb[d->hb_head];   // kUnknown: being written
     // Still on the link, or (when the peer's reading paces the link) still
     // in the peer's receive buffer, behind data its QEMU is reading
     if (progress < oldest ||
@@ -130,11 +152,14 @@ void mc_detector_transport(McDetector *d, uint64_t now_ms, uint64_t progress,
 
 void mc_detector_heartbeat_position(McDetector *d, uint64_t position)
 {
-    if (d->hb_count < d->hb.size()) {
-        d->hb[(d->hb_head + d->hb_count) % d->hb.size()] = position;
-        d->hb_count++;
+    // The newest heartbeat, if its slot is still there (not yet answered)
+    if (d->hb_count && d->hb_newest == d->hb_sent) {
+        size_t last = (d->hb_head + d->hb_count - 1) % d->hb.size();
+
+        if (d->hb[last] == kUnknown) {
+            d->hb[last] = position;
+        }
     }
-    // Full: 64 heartbeats unanswered; the oldest is what counts anyway
 }
 
 int mc_detector_heartbeat_due(const McDetector *d, uint64_t now_ms)
