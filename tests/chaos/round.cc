@@ -930,6 +930,9 @@ RoundResult Round::run()
             if (!lk_.cancel_ok) {
                 violation("lock-held: migrate_cancel refused after the destination's cont failed "
                           "(start handshake): " + lk_.cancel_err);
+            } else if (src_.killed_by_us) {
+                // A planned fault killed the source after the cancel:
+                // whatever it had is gone (classified lost:source-killed)
             } else if (se.mig != "cancelled" || !src_can) {
                 violation(fmt("lock-held: the cancelled migration did not give the source its guest back "
                               "(source %s, run state %s)",
