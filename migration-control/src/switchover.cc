@@ -3,6 +3,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 
 #include "migration-control.h"
+#include "table.h"
 
 #include <array>
 #include <cstdio>
@@ -10,24 +11,9 @@
 
 namespace {
 
-// A row applies when the migration has every flag of `need` and none of
-// `without` (MC_FLAG_*).
-struct Row {
-    McState from;
-    McEvent event;
-    uint32_t need;
-    uint32_t without;
-    McState to;
-    uint32_t actions;
-};
-
-// Rejections that deserve more than "not valid in this state".
-struct Refusal {
-    McRole role;
-    McState state;
-    McEvent event;
-    const char *why;
-};
+// Row and Refusal: see table.h (the model generator reads these tables).
+using mc::Refusal;
+using mc::Row;
 
 constexpr uint32_t kAny = 0;
 constexpr uint32_t kRP = MC_FLAG_RETURN_PATH;
@@ -380,3 +366,25 @@ int mc_switchover_fire(McSwitchover *sw, McEvent event, McTransition *out,
 }
 
 } // extern "C"
+
+namespace mc {
+
+Span<Row> switchover_table(McRole role)
+{
+    switch (role) {
+    case MC_ROLE_SOURCE:
+        return {kSourceTable, sizeof(kSourceTable) / sizeof(kSourceTable[0])};
+    case MC_ROLE_DESTINATION:
+        return {kDestinationTable,
+                sizeof(kDestinationTable) / sizeof(kDestinationTable[0])};
+    default:
+        return {nullptr, 0};
+    }
+}
+
+Span<Refusal> switchover_refusals()
+{
+    return {kRefusals, sizeof(kRefusals) / sizeof(kRefusals[0])};
+}
+
+} // namespace mc
