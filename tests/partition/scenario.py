@@ -136,6 +136,24 @@ class Run:
         res["src_paused"] = wait(src, i_src, mig("postcopy-paused"))
         return res
 
+    def cut_and_check(self, label, t_ms, bound_ms):
+        """Both sides in postcopy-active, then a silent partition: every
+        side must notice within T + @bound_ms.  Prints the delays; returns
+        the failures."""
+        failures = []
+        for name, side in (("source", self.src), ("destination", self.dst)):
+            st = status(side)
+            if st != "postcopy-active":
+                failures.append(f"{name} in {st} before the partition")
+        res = self.partition(bound=t_ms / 1000 + 1)
+        print(f"{label}, T = {t_ms} ms: " + ", ".join(
+            f"{k} after {v * 1000:.0f} ms" if v is not None else
+            f"{k} not within T + 1 s" for k, v in res.items()))
+        for k, v in res.items():
+            if v is None or v * 1000 > t_ms + bound_ms:
+                failures.append(f"{label}: {k} not within T + {bound_ms} ms")
+        return failures
+
     def recover(self):
         """Lift the partition, recover, let post-copy finish; returns the
         number of inconsistent pages in the destination guest."""

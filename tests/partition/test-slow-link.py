@@ -132,18 +132,8 @@ def slow_link_partition(binary, boot, work):
         return [f"partition run: post-copy never became active ({e})"]
     try:
         time.sleep(5)
-        for name, side in (("source", run.src), ("destination", run.dst)):
-            st = scenario.status(side)
-            if st != "postcopy-active":
-                failures.append(f"{name} in {st} before the partition")
-        res = run.partition(bound=T_MS / 1000 + 1)
-        print(f"partition of the slow link, T = {T_MS} ms: " + ", ".join(
-            f"{k} after {v * 1000:.0f} ms" if v is not None else
-            f"{k} not within T + 1 s" for k, v in res.items()))
-        for k, v in res.items():
-            if v is None or v * 1000 > T_MS + BOUND_MS:
-                failures.append(f"slow link cut: {k} not within T + "
-                                f"{BOUND_MS} ms")
+        failures += run.cut_and_check("partition of the slow link", T_MS,
+                                      BOUND_MS)
     finally:
         run.close()
     return failures
