@@ -28,10 +28,13 @@
  * without it a stock/upstream peer), RELEASE_RAM, AUTOSTART_ONLY /
  * CONT_ONLY (the destination's start: autostart or 'cont', both
  * explored by default), the bounds below, OPERATOR_ANYTIME.
- * Candidate fixes of the findings (docs/model.md): FIX_RUN_WINDOW (F1),
- * FIX_ACK_AFTER_RUN (F2), NO_ALLSENT (another way out of F2).
+ * NO_ALLSENT (never commit without a grant).
  * Deliberately broken glue, which must fail: STATE_READ_OUTSIDE_LOCK,
- * GRANT_BEFORE_COMMIT, RELEASE_WITHOUT_QUERY.
+ * GRANT_BEFORE_COMMIT, RELEASE_WITHOUT_QUERY, and the glue as it was
+ * before the fixes of findings F1 and F2 (docs/model.md): BUG_RUN_WINDOW
+ * (RUN reported to the table before POSTCOPY_INCOMING_RUNNING, and the
+ * listen thread deciding on the latter outside the lock),
+ * BUG_ACK_BEFORE_RUN (PING 0x42 answered before RUN is processed).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -43,10 +46,10 @@
 #define FLAGS F_RP
 #define HS 0
 #endif
-#ifdef FIX_RUN_WINDOW
-#define FIXED_RUN_WINDOW 1
-#else
+#ifdef BUG_RUN_WINDOW
 #define FIXED_RUN_WINDOW 0
+#else
+#define FIXED_RUN_WINDOW 1
 #endif
 #ifdef RELEASE_RAM
 #define RRAM 1
@@ -958,27 +961,33 @@ end_package:
     :: !q -> goto load_fail
     :: else -> q = 0
     fi;
-#ifndef FIX_ACK_AFTER_RUN
+#ifdef BUG_ACK_BEFORE_RUN
     send_r(Pong42);
 #endif
-    /* POSTCOPY_RUN */
+    /* POSTCOPY_RUN: migration_incoming_run() */
     atomic {
         dst_fire(OnRun, rc, act);
         q = (rc == R_OK);
+#ifndef BUG_RUN_WINDOW
+        /* POSTCOPY_INCOMING_RUNNING with the table's Run, under the lock */
+        ps_running = q;
+#endif
         rc = 0; act = 0
     };
     if
     :: !q -> goto load_fail
     :: else -> q = 0
     fi;
+#ifdef BUG_RUN_WINDOW
     /*
-     * postcopy_state_set(POSTCOPY_INCOMING_RUNNING), after the table's
-     * Run, outside the lock: the listen thread decides between pausing
-     * and failing on it (finding F1 in docs/model.md)
+     * As before the fix of F1: postcopy_state_set() after the table's
+     * Run, outside the lock, and the listen thread decides between
+     * pausing and failing on it
      */
     ps_running = 1;
-#ifdef FIX_ACK_AFTER_RUN
-    /* candidate fix of F2: acknowledge only once RUN is processed */
+#endif
+#ifndef BUG_ACK_BEFORE_RUN
+    /* F2: the acknowledgement leaves only once RUN is processed */
     send_r(Pong42);
 #endif
     atomic { run_bh = 1; dst_loaded = 1 };
@@ -1174,11 +1183,12 @@ end_read:
 
 error:
     msg = 0;
-#ifdef FIX_RUN_WINDOW
+#ifndef BUG_RUN_WINDOW
     /*
-     * Candidate fix of F1: one decision under the lock, on the table's
-     * state: report ChannelBroken in every mode and pause iff the answer
-     * is a paused state (failed before RUN, paused after it).
+     * migration_incoming_postcopy_may_pause() (F1): one decision under
+     * the lock, on the table's state: report ChannelBroken in every mode
+     * and pause iff the answer is a paused state (failed before RUN,
+     * paused after it).
      */
     atomic {
         dst_fire(OnChannelBroken, rc, act);
