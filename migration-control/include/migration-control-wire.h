@@ -57,6 +57,21 @@ extern "C" {
 #define MC_PING_HANDSHAKE_ACCEPT  0x50534841u   /* "PSHA", only as a PONG */
 #define MC_PING_HANDSHAKE_CONFIRM 0x50534843u   /* "PSHC" */
 
+/*
+ * Wire numbers of the start-handshake messages.  Upstream numbers its
+ * MIG_CMD_* (main channel) and MIG_RP_MSG_* (return path) densely from 0,
+ * and its next messages take the next free numbers; this fork's messages
+ * live in a range of their own, 0x4600 + n ('F' in the high byte), so that
+ * a message upstream adds later never collides with one of them.  Each
+ * side rejects a number it does not know (the migration fails with
+ * "MIG_CMD 0x... unknown" or "Received invalid message 0x...").  Only sent
+ * once the start handshake is on for the migration, i.e. never to a peer
+ * that is not this fork.
+ */
+#define MC_WIRE_CMD_START_GRANT   0x4601u   /* main channel: StartGrant */
+#define MC_WIRE_CMD_START_DENY    0x4602u   /* main channel: StartDeny */
+#define MC_WIRE_RP_START_REQUEST  0x4601u   /* return path: StartRequest */
+
 /* Payload sizes of the start-handshake messages. */
 #define MC_START_REQUEST_LEN 4   /* RP StartRequest: be32 seq */
 #define MC_START_GRANT_LEN   4   /* main channel StartGrant: be32 seq */

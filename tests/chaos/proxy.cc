@@ -2,6 +2,8 @@
 
 #include "proxy.h"
 
+#include "migration-control-wire.h"
+
 #include "util.h"
 
 #include <algorithm>
@@ -117,16 +119,17 @@ std::vector<Proxy::WireNote> Proxy::wire_notes()
 // - RUN: POSTCOPY_RUN (5, empty: 08 00 05 00 00) is the package's last
 //   command, so it is at a known offset (header + 9 + L - 5); the bytes
 //   there are checked (the timeline says so);
-// - the grant: POSTCOPY_START_GRANT (12) with a be32 sequence number
-//   below 65536 (08 00 0c 00 04 00 00 s s), looked for only once a
-//   START_REQUEST went the other way.
+// - the grant: POSTCOPY_START_GRANT (the fork's wire number 0x4601,
+//   MC_WIRE_CMD_START_GRANT) with a be32 sequence number below 65536
+//   (08 46 01 00 04 00 00 s s), looked for only once a START_REQUEST went
+//   the other way.
 //
 // Return path (direction 1): every byte belongs to a message (be16 type,
 // be16 length, payload; after RECV_BITMAP the raw bitmap: be64 size, the
 // bitmap, be64 ending), so it is parsed exactly from the connection's
 // first byte: PONG (2) with value 0x42 is the package's acknowledgement,
-// START_REQUEST (8) the handshake's request.  An invalid type stops the
-// parse of that connection.
+// START_REQUEST (0x4601, MC_WIRE_RP_START_REQUEST) the handshake's
+// request.  An invalid type stops the parse of that connection.
 //
 // A message is timed when the proxy reads its first byte from the sender,
 // before forwarding it.
@@ -137,7 +140,8 @@ const std::string kPackaged("\x08\x00\x07\x00\x04", 5);
 const std::string kListen("\x08\x00\x04\x00\x00", 5);
 const std::string kConfirm("\x08\x00\x02\x00\x04\x50\x53\x48\x43", 9);
 const std::string kRun("\x08\x00\x05\x00\x00", 5);
-const std::string kGrant("\x08\x00\x0c\x00\x04", 5);
+const std::string kGrant{'\x08', char(MC_WIRE_CMD_START_GRANT >> 8),
+                         char(MC_WIRE_CMD_START_GRANT & 0xff), '\x00', '\x04'};
 constexpr size_t kTailMax = 17;   // the longest pattern (18 bytes) minus one
 
 uint32_t be32(const std::string &s, size_t i)
@@ -242,7 +246,7 @@ void Proxy::scan_rp(Conn &c, const std::string &data, std::vector<Found> &out)
             break;
         }
         uint16_t type = be16(c.rp, i), len = be16(c.rp, i + 2);
-        if (type == 0 || type > 16) {
+        if (type == 0 || (type > 16 && type != MC_WIRE_RP_START_REQUEST)) {
             c.rp_lost = true;
             break;
         }
@@ -252,7 +256,7 @@ void Proxy::scan_rp(Conn &c, const std::string &data, std::vector<Found> &out)
         uint64_t off = c.rp_pos + i;
         if (type == 2 && len == 4 && be32(c.rp, i + 4) == 0x42) {
             out.push_back({WireEvent::Pong, off, fmt("pong 0x42 (package loaded) on connection %d", c.id)});
-        } else if (type == 8 && len == 4) {
+        } else if (type == MC_WIRE_RP_START_REQUEST && len == 4) {
             out.push_back({WireEvent::StartRequest, off,
                            fmt("start-request seq %u on connection %d", be32(c.rp, i + 4), c.id)});
         } else if (type == 5) {
