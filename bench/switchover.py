@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
-from qmp import (QEMU, free_port, guest_args, postcopy_prepare,  # noqa: E402
+from qmp import (PCF, QEMU, free_port, guest_args, postcopy_prepare,  # noqa: E402
                  wait_first_pass, write_bootsector)
 
 
@@ -57,7 +57,8 @@ def one_run(binary, boot, work, flow, handshake=False):
             for side in (src, dst):
                 side.qmp.cmd("migrate-set-capabilities", capabilities=[
                     {"capability": "return-path", "state": True},
-                    {"capability": "postcopy-start-handshake", "state": True}])
+                    {"capability": PCF + "postcopy-start-handshake",
+                     "state": True}])
         dst.qmp.cmd("migrate-incoming", uri=uri)
         src.qmp.cmd("migrate", uri=uri)
         wait_first_pass(src)

@@ -8,6 +8,9 @@ QEMU_DEB_SUITE='trixie'
 QEMU_ORIG_TARBALL='qemu_10.0.13+ds.orig.tar.xz'
 QEMU_ORIG_SHA256='6a0888e806c2ffc0c5f0733e974f9aea55491950d3c47c98669c8b236dde59ae'
 QEMU_UPSTREAM_VERSION='10.0.13'
+# This fork's own release scheme ("Since: postcopy-fork N" in its QAPI
+# schema); query-version's package string names it and the series.
+FORK_RELEASE='postcopy-fork 1'
 
 CACHE_DIR=${CACHE_DIR:-$TOP/.cache}
 QEMU_DIR=${QEMU_DIR:-$TOP/qemu}

@@ -10,6 +10,10 @@ import threading
 import time
 
 
+# This fork's QAPI names carry a downstream prefix (qapi-code-gen,
+# "Downstream extensions"): e.g. PCF + "postcopy-break-action".
+PCF = "__invalid.postcopy-fork_"
+
 class QMPError(Exception):
     pass
 
@@ -70,7 +74,9 @@ class QMP:
     def cmd_raw(self, name, timeout=30.0, **args):
         msg = {"execute": name}
         if args:
-            msg["arguments"] = {k.replace("_", "-"): v for k, v in args.items()}
+            # Python names for QMP's dashes; downstream names (PCF) as written
+            msg["arguments"] = {k if k.startswith("__") else k.replace("_", "-"): v
+                                for k, v in args.items()}
         with self.cond:
             self.file.write(json.dumps(msg).encode() + b"\n")
             deadline = time.monotonic() + timeout

@@ -73,7 +73,7 @@ Features probe_features(const Options &o, const std::string &binary, const std::
     Json caps = q.qmp.cmd("query-migrate-capabilities");
     const Json &cl = jpath(caps, {"return"});
     for (const auto &c : cl.is_array() ? cl : Json::array()) {
-        if (jstring(jpath(c, {"capability"})) == "postcopy-start-handshake") {
+        if (jstring(jpath(c, {"capability"})) == kPcf + "postcopy-start-handshake") {
             f.handshake = true;
         }
     }
@@ -85,8 +85,8 @@ Features probe_features(const Options &o, const std::string &binary, const std::
         }
     }
     Json params = q.qmp.cmd("query-migrate-parameters");
-    f.break_action = jhas(jpath(params, {"return"}), "postcopy-break-action");
-    f.detect_timeout = jhas(jpath(params, {"return"}), "postcopy-detect-timeout");
+    f.break_action = jhas(jpath(params, {"return"}), (kPcf + "postcopy-break-action").c_str());
+    f.detect_timeout = jhas(jpath(params, {"return"}), (kPcf + "postcopy-detect-timeout").c_str());
     q.finish();
     return f;
 }
@@ -144,7 +144,7 @@ bool Round::setup_side(Qemu &q, bool dest)
                        "{\"capability\":\"postcopy-preempt\",\"state\":" +
                        std::string(cfg_.preempt ? "true" : "false") + "}";
     if (cfg_.handshake >= 0) {
-        caps += ",{\"capability\":\"postcopy-start-handshake\",\"state\":" +
+        caps += ",{\"capability\":\"" + kPcf + "postcopy-start-handshake\",\"state\":" +
                 std::string(cfg_.handshake ? "true" : "false") + "}";
     }
     if (!dest && cfg_.x.release_ram) {
@@ -168,12 +168,12 @@ bool Round::setup_side(Qemu &q, bool dest)
         }
     }
     if (!cfg_.break_action.empty()) {
-        params += std::string(params.empty() ? "" : ",") + "\"postcopy-break-action\":" +
+        params += std::string(params.empty() ? "" : ",") + "\"" + kPcf + "postcopy-break-action\":" +
                   json_quote(cfg_.break_action);
     }
     if (cfg_.detect_timeout >= 0) {
         params += std::string(params.empty() ? "" : ",") +
-                  fmt("\"postcopy-detect-timeout\":%d", cfg_.detect_timeout);
+                  fmt("\"%spostcopy-detect-timeout\":%d", kPcf.c_str(), cfg_.detect_timeout);
     }
     if (!params.empty() && !q.qmp.ok("migrate-set-parameters", "{" + params + "}", &err)) {
         note(q.name + ": migrate-set-parameters: " + err);

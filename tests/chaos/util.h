@@ -11,6 +11,10 @@
 
 namespace chaos {
 
+// The fork's QAPI names carry a downstream prefix (qapi-code-gen,
+// "Downstream extensions"): kPcf + "postcopy-break-action".
+const std::string kPcf = "__invalid.postcopy-fork_";
+
 using Clock = std::chrono::steady_clock;
 
 // Milliseconds since the driver started (one clock for every timeline).

@@ -11,7 +11,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 sys.path.insert(0, HERE)
 import netns  # noqa: E402
-from qmp import (QEMU, QMPError, guest_args, postcopy_prepare,  # noqa: E402
+from qmp import (PCF, QEMU, QMPError, guest_args, postcopy_prepare,  # noqa: E402
                  wait_first_pass, wait_until)
 
 PAGE = 4096
@@ -88,10 +88,10 @@ class Run:
         if detect is not None:
             for side in (src, dst):
                 side.qmp.cmd("migrate-set-parameters",
-                             postcopy_detect_timeout=detect)
+                             **{PCF + "postcopy-detect-timeout": detect})
         if pause:
             dst.qmp.cmd("migrate-set-parameters",
-                        postcopy_break_action="pause")
+                        **{PCF + "postcopy-break-action": "pause"})
         if postcopy_bw:
             src.qmp.cmd("migrate-set-parameters",
                         max_postcopy_bandwidth=postcopy_bw)

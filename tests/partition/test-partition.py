@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import netns  # noqa: E402
 import scenario  # noqa: E402
-from qmp import write_bootsector  # noqa: E402
+from qmp import PCF, write_bootsector  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 T_MS = 1000
@@ -52,9 +52,9 @@ def main():
             time.sleep(3 * T_MS / 1000)
             failures += run.cut_and_check("partition", T_MS, BOUND_MS)
             rs = scenario.run_state(run.dst)
-            if rs != "postcopy-paused":
+            if rs != PCF + "break-paused":
                 failures.append(f"destination run state {rs}, "
-                                "expected postcopy-paused")
+                                f"expected {PCF}break-paused")
             if not failures:
                 bad = run.recover()
                 print(f"recovered; destination guest resumed; "
