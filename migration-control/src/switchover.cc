@@ -149,7 +149,9 @@ constexpr Refusal kRefusals[] = {
      "be running the guest and the source cannot resume it; use post-copy "
      "recovery (migrate-pause, migrate-recover, migrate with resume) instead"},
     {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_DEVICE, MC_EVENT_ACK_TIMEOUT,
-     "without postcopy-start-handshake a silent destination may still load "
+     "without the start handshake (capability "
+     "__invalid.postcopy-fork_postcopy-start-handshake) a silent "
+     "destination may still load "
      "the package and start the guest, so the source cannot resume it; it "
      "keeps waiting for the acknowledgement (a broken connection pauses "
      "the migration for a post-copy recovery)"},
@@ -157,7 +159,9 @@ constexpr Refusal kRefusals[] = {
      "the destination may be running the guest, so the source cannot resume "
      "it; use post-copy recovery (migrate-recover, migrate with resume)"},
     {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_CANCEL_REQUESTED,
-     "without postcopy-start-handshake the destination may be running the "
+     "without the start handshake (capability "
+     "__invalid.postcopy-fork_postcopy-start-handshake) the destination "
+     "may be running the "
      "guest, so the source cannot resume it; post-copy migration in "
      "progress"},
 };

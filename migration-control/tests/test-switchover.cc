@@ -294,11 +294,11 @@ void test_object_paths()
     mc_switchover_fire(sw, MC_EVENT_SWITCHOVER_STARTED, nullptr, nullptr, 0);
     mc_switchover_fire(sw, MC_EVENT_PACKAGE_SENT, nullptr, nullptr, 0);
     check(mc_switchover_check(sw, MC_EVENT_ACK_TIMEOUT, &t, err, sizeof(err)) == -1 &&
-          std::strstr(err, "postcopy-start-handshake") &&
+          std::strstr(err, "__invalid.postcopy-fork_postcopy-start-handshake") &&
           mc_switchover_state(sw) == MC_STATE_POSTCOPY_DEVICE,
           "source without handshake: check says a silent destination is waited for");
     check(mc_switchover_fire(sw, MC_EVENT_ACK_TIMEOUT, &t, err, sizeof(err)) == -1 &&
-          std::strstr(err, "postcopy-start-handshake") &&
+          std::strstr(err, "__invalid.postcopy-fork_postcopy-start-handshake") &&
           mc_switchover_state(sw) == MC_STATE_POSTCOPY_DEVICE,
           "source without handshake: silent destination -> keeps waiting, says why");
     mc_switchover_free(sw);

@@ -476,6 +476,7 @@ RoundResult Round::run()
     std::string err;
     bool started = false;
     bool cont_sent = false;
+    bool operator_cancel = false;   // the operator's migrate_cancel, once
     bool bad_setup = false;
     double t_sp = 0;
 
@@ -699,6 +700,22 @@ RoundResult Round::run()
             if (lifted && d == "dead" && (s == "postcopy-paused")) {
                 done = true;
                 break;
+            }
+            // The operator contract without the handshake: the source
+            // paused on a break before the package acknowledgement, and
+            // the destination reports that it failed (it never ran the
+            // guest): the operator's migrate_cancel gives the source its
+            // guest back.  Refused only if the source had been
+            // acknowledged; then nobody can run the guest, and the hang
+            // below reports it.
+            if (lifted && !cfg_.hs() && !operator_cancel && s == "postcopy-paused" &&
+                (d == "failed" || d == "cancelled") && dst_.alive()) {
+                operator_cancel = true;
+                if (src_.qmp.ok("migrate_cancel", "", &err, 5000)) {
+                    note("source: migrate_cancel (operator: the destination failed)");
+                } else {
+                    note("source: migrate_cancel refused: " + err);
+                }
             }
             // The return path broke while the source completed: it cannot
             // know that the destination got the end of the stream, so it
