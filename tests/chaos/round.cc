@@ -208,6 +208,27 @@ std::string Round::side_status(Qemu &q)
     return s.empty() ? "none" : s;
 }
 
+void Round::dump_threads()
+{
+    if (std::system("command -v gdb >/dev/null 2>&1") != 0) {
+        note("hang: no gdb here, no thread dump");
+        return;
+    }
+    for (Qemu *q : {&src_, &dst_}) {
+        if (!q->alive() || q->sigstopped) {
+            continue;
+        }
+        std::string out = dir_ + "/" + q->name + ".threads";
+        std::string cmd = fmt("timeout 60 gdb -p %d -batch -ex 'thread apply all bt' > '%s' 2>&1",
+                              int(q->pid), out.c_str());
+        if (std::system(cmd.c_str()) == 0) {
+            note(q->name + ": thread backtraces in " + out);
+        } else {
+            note(q->name + ": gdb failed, see " + out);
+        }
+    }
+}
+
 Round::Round(const Options &o, const Features &feat, int round, const std::string &dir)
     : o_(o), feat_(feat), round_(round), dir_(dir)
 {
@@ -693,6 +714,7 @@ RoundResult Round::run()
                 if (now_ms() > lift_all_now + 10000) {
                     violation(fmt("hang: the destination is still in %s 10 s after the source died",
                                   d.c_str()));
+                    dump_threads();
                     done = true;
                     break;
                 }
@@ -766,6 +788,7 @@ RoundResult Round::run()
             sleep_ms(20);
         }
         if (!done) {
+            dump_threads();
             violation(fmt("hang: no final state %d s after the faults were lifted (source %s, "
                           "destination %s)",
                           o_.settle_ms / 1000, side_status(src_).c_str(), side_status(dst_).c_str()));

@@ -66,6 +66,9 @@ public:
 private:
     void note(const std::string &s);
     void violation(const std::string &s) { res_.violations.push_back({s}); }
+    // A hang: every thread's backtrace of the QEMUs still alive, into the
+    // round's directory (gdb, where installed), noted in the timeline.
+    void dump_threads();
     std::vector<std::string> qemu_args(Qemu &q, bool dest);
     bool setup_side(Qemu &q, bool dest);
     void sampler();
