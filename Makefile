@@ -111,8 +111,9 @@ bench-handshake: build stock
 	    --qemu-src $(TOP)/qemu --runs $(BENCH_RUNS) --markdown docs/benchmarks.md \
 	    --command "make bench-handshake BENCH_RUNS=$(BENCH_RUNS)"
 
+# Three acts; act 2 also on stock QEMU when 'make stock' built it.
 demo: build
-	@$(PYTHON) scripts/demo.py --qemu $(QEMU_BIN) --qemu-src $(TOP)/qemu
+	@$(PYTHON) scripts/demo.py --qemu $(QEMU_BIN) --stock $(STOCK_BIN) --qemu-src $(TOP)/qemu
 
 # Fault-injection driver (issue 6; docs/reliability.md).  CHAOS_QEMU picks
 # another binary, e.g. a private copy while qemu/ is being rebuilt.

@@ -182,7 +182,7 @@ class QEMU:
     def quit(self):
         try:
             self.qmp.cmd("quit")
-        except QMPError:
+        except (QMPError, OSError):
             pass
         try:
             self.proc.wait(timeout=10)
