@@ -9,7 +9,7 @@ PYTHON := /usr/bin/python3
 QEMU_BIN := $(TOP)/qemu/build/qemu-system-x86_64
 STOCK_BIN := $(STOCK_DIR)/build/qemu-system-x86_64
 
-.PHONY: all deps src build stock export check check-shim check-full demo bench bench-handshake clean distclean \
+.PHONY: all deps src build stock export check check-shim check-full guest demo bench bench-handshake clean distclean \
 	chaos chaos-driver chaos-selftest chaos-full
 
 all: build
@@ -40,13 +40,14 @@ export:
 check-shim: deps
 	@scripts/check --shim-only
 
-check: build stock
+check: build stock guest
 	@scripts/check
 
 # Longer suites: the same tests under KVM too (when /dev/kvm exists).
-check-full: build stock
+check-full: build stock guest
 	@scripts/check
 	@if [ -e /dev/kvm ]; then ACCEL=kvm scripts/check; fi
+	@$(MAKE) -s check-libvirt-11.3
 	@scripts/fuzz 60
 	@$(MAKE) -s chaos-full
 
@@ -112,8 +113,23 @@ bench-handshake: build stock
 	    --command "make bench-handshake BENCH_RUNS=$(BENCH_RUNS)"
 
 # Three acts; act 2 also on stock QEMU when 'make stock' built it.
-demo: build
-	@$(PYTHON) scripts/demo.py --qemu $(QEMU_BIN) --stock $(STOCK_BIN) --qemu-src $(TOP)/qemu
+# Two real libvirtd (Debian's) in their own namespaces drive the fork
+# (tests/libvirt/README.md): libvirt 9.0 (bookworm; also in make check),
+# 11.3 (bookworm-backports; in make check-full).  Each installs, upgrades
+# or downgrades Debian's libvirt packages to match.
+.PHONY: check-libvirt check-libvirt-11.3
+check-libvirt: build guest
+	@GUEST_DIR=$(GUEST_DIR) tests/libvirt/run $(QEMU_BIN)
+check-libvirt-11.3: build guest
+	@GUEST_DIR=$(GUEST_DIR) LIBVIRT_SUITE=bookworm-backports tests/libvirt/run $(QEMU_BIN)
+
+# The Linux test guest (Debian's kernel and busybox-static) in .cache/guest
+GUEST_DIR := $(CACHE_DIR)/guest
+guest: deps
+	@scripts/make-guest $(GUEST_DIR)
+
+demo: build guest
+	@$(PYTHON) scripts/demo.py --qemu $(QEMU_BIN) --stock $(STOCK_BIN) --guest $(GUEST_DIR)
 
 # Fault-injection driver (issue 6; docs/reliability.md).  CHAOS_QEMU picks
 # another binary, e.g. a private copy while qemu/ is being rebuilt.

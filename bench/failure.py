@@ -41,7 +41,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
-from qmp import (QEMU, free_port, guest_args, postcopy_prepare,  # noqa: E402
+from forkvm import (QEMU, free_port, guest_args, postcopy_prepare,  # noqa: E402
                  wait_until, write_bootsector)
 
 KINDS = ("load-error", "eof", "rst")
@@ -170,11 +170,10 @@ def one_run(binary, boot, work, kind):
         wait_until(lambda: src.qmp.cmd("query-status")["status"] ==
                    "running", 10, "the source guest to run")
         src.qmp.cmd("query-status")   # let the log catch up
-        src.log.flush()
-        times = trace_times(src.log.name, VISIBLE[kind])
+        times = trace_times(src.log_path, VISIBLE[kind])
         if not times:
             raise RuntimeError(f"{kind}: no trace of {VISIBLE[kind]} in "
-                               f"{src.log.name}")
+                               f"{src.log_path}")
         visible = min(times.values())
         return {"ms": (ts(resume) - visible) * 1e3,
                 "by": min(times, key=times.get)}

@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 from switchover import write_section  # noqa: E402  (same section rules)
 import netns  # noqa: E402
 import scenario  # noqa: E402
-from qmp import write_bootsector, wait_until  # noqa: E402
+from forkvm import write_bootsector, wait_until  # noqa: E402
 
 SECTION = "## Silent partition: detection latency"
 SECTION_FAULTS = "## Failure detector: page-fault cost"

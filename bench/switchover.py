@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
-from qmp import (PCF, QEMU, free_port, guest_args, postcopy_prepare,  # noqa: E402
+from forkvm import (PCF, QEMU, free_port, guest_args, postcopy_prepare,  # noqa: E402
                  wait_first_pass, write_bootsector)
 
 

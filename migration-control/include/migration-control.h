@@ -110,6 +110,15 @@ typedef enum McAction {
 #define MC_FLAG_RETURN_PATH (1u << 0) /* the source has a return path */
 /* Both sides run the start handshake; requires MC_FLAG_RETURN_PATH. */
 #define MC_FLAG_START_HANDSHAKE (1u << 1)
+/*
+ * Source: the guest was running when post-copy started, so a destination
+ * is to start it (autostart or 'cont').  With the start handshake such a
+ * source never commits without a grant: it holds the guest, and
+ * migrate_cancel gives it back, until the destination starts.  Without
+ * this flag (a guest migrated paused) it commits once everything is sent
+ * (AllSent) and completes, as QEMU 10.0 does.
+ */
+#define MC_FLAG_GUEST_RUNNING (1u << 2)
 
 typedef struct McSwitchover McSwitchover;
 
@@ -135,6 +144,12 @@ uint32_t mc_switchover_flags(const McSwitchover *sw);
  * MC_FLAG_RETURN_PATH; returns -1 and leaves the machine alone otherwise.
  */
 int mc_switchover_enable_handshake(McSwitchover *sw);
+/*
+ * The source's guest was running when post-copy started: add
+ * MC_FLAG_GUEST_RUNNING.  Only on the source, before the post-copy
+ * package (states active and device); returns -1 otherwise.
+ */
+int mc_switchover_set_guest_running(McSwitchover *sw);
 McRole mc_switchover_role(const McSwitchover *sw);
 
 /*

@@ -34,6 +34,8 @@ namespace {
 
 constexpr uint32_t kAllFlags[] = {
     0, MC_FLAG_RETURN_PATH, MC_FLAG_RETURN_PATH | MC_FLAG_START_HANDSHAKE,
+    MC_FLAG_GUEST_RUNNING, MC_FLAG_RETURN_PATH | MC_FLAG_GUEST_RUNNING,
+    MC_FLAG_RETURN_PATH | MC_FLAG_START_HANDSHAKE | MC_FLAG_GUEST_RUNNING,
 };
 
 struct ActionName {
@@ -87,6 +89,8 @@ std::string flags_text(uint32_t need, uint32_t without)
     if (without & MC_FLAG_RETURN_PATH) add("!rp");
     if (need & MC_FLAG_START_HANDSHAKE) add("hs");
     if (without & MC_FLAG_START_HANDSHAKE) add("!hs");
+    if (need & MC_FLAG_GUEST_RUNNING) add("gr");
+    if (without & MC_FLAG_GUEST_RUNNING) add("!gr");
     return out;
 }
 
@@ -112,6 +116,9 @@ std::string flag_bits(uint32_t f)
     }
     if (f & MC_FLAG_START_HANDSHAKE) {
         out += out.empty() ? "F_HS" : " | F_HS";
+    }
+    if (f & MC_FLAG_GUEST_RUNNING) {
+        out += out.empty() ? "F_GR" : " | F_GR";
     }
     return out.empty() ? "0" : out;
 }
@@ -369,8 +376,8 @@ std::string emit_table(std::vector<Mutation> &muts, bool flags_variable)
         o += " * No mutation.\n";
     }
     o += " */\n\n";
-    std::snprintf(buf, sizeof(buf), "#define F_RP %u\n#define F_HS %u\n", MC_FLAG_RETURN_PATH,
-                  MC_FLAG_START_HANDSHAKE);
+    std::snprintf(buf, sizeof(buf), "#define F_RP %u\n#define F_HS %u\n#define F_GR %u\n",
+                  MC_FLAG_RETURN_PATH, MC_FLAG_START_HANDSHAKE, MC_FLAG_GUEST_RUNNING);
     o += buf;
     for (const ActionName &a : kActions) {
         std::snprintf(buf, sizeof(buf), "#define %s %u\n", a.macro, a.bit);

@@ -28,7 +28,7 @@
  * without it a stock/upstream peer), RELEASE_RAM, AUTOSTART_ONLY /
  * CONT_ONLY (the destination's start: autostart or 'cont', both
  * explored by default), the bounds below, OPERATOR_ANYTIME.
- * NO_ALLSENT (never commit without a grant).
+ * NO_ALLSENT (never commit without a grant), GUEST_PAUSED (above FLAGS).
  * Deliberately broken glue, which must fail: STATE_READ_OUTSIDE_LOCK,
  * GRANT_BEFORE_COMMIT, RELEASE_WITHOUT_QUERY, and the glue as it was
  * before the fixes of findings F1 and F2 (docs/model.md): BUG_RUN_WINDOW
@@ -39,11 +39,22 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
+/*
+ * The source's guest runs when post-copy starts (MC_FLAG_GUEST_RUNNING);
+ * GUEST_PAUSED: the glue takes it for a guest migrated paused (AllSent
+ * commits), while the model's guest still runs, which only makes the
+ * safety properties harder to meet.
+ */
+#ifdef GUEST_PAUSED
+#define F_GUEST 0
+#else
+#define F_GUEST F_GR
+#endif
 #ifdef HANDSHAKE
-#define FLAGS (F_RP | F_HS)
+#define FLAGS (F_RP | F_HS | F_GUEST)
 #define HS 1
 #else
-#define FLAGS F_RP
+#define FLAGS (F_RP | F_GUEST)
 #define HS 0
 #endif
 #ifdef BUG_RUN_WINDOW

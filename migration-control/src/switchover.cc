@@ -19,6 +19,7 @@ constexpr uint32_t kAny = 0;
 constexpr uint32_t kRP = MC_FLAG_RETURN_PATH;
 constexpr uint32_t kHS = MC_FLAG_RETURN_PATH | MC_FLAG_START_HANDSHAKE;
 constexpr uint32_t kNoHS = MC_FLAG_START_HANDSHAKE;   // as `without`
+constexpr uint32_t kGuestRunning = MC_FLAG_GUEST_RUNNING;
 
 constexpr uint32_t kResume = MC_ACTION_RESUME_SOURCE;
 constexpr uint32_t kKeepStopped = MC_ACTION_KEEP_STOPPED;
@@ -82,10 +83,12 @@ constexpr Row kSourceTable[] = {
     {MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_START_REQUESTED,   kHS,  0,     MC_STATE_POSTCOPY_COMMITTED,  kGrant},
     {MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_CHANNEL_BROKEN,    kHS,  0,     MC_STATE_POSTCOPY_PAUSED,     0},
     {MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_COMPLETED,         kHS,  0,     MC_STATE_COMPLETED,           0},
-    // Nobody asked to start (a destination left paused): once everything
-    // is sent the source commits, as a grant would, before it sends the
-    // end of the stream; then it completes.
-    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_ALL_SENT,           kHS,  0,     MC_STATE_POSTCOPY_COMMITTED,  0},
+    // A guest migrated paused: nobody is to start it.  Once everything is
+    // sent the source commits, as a grant would, before it sends the end
+    // of the stream; then it completes (the destination completes paused).
+    // A running guest's source does not (kRefusals): it keeps the guest,
+    // and migrate_cancel resumes it, until the destination asks to start.
+    {MC_STATE_POSTCOPY_ACTIVE,   MC_EVENT_ALL_SENT,           kHS,  kGuestRunning, MC_STATE_POSTCOPY_COMMITTED,  0},
     {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kAny, kNoHS, MC_STATE_POSTCOPY_ACTIVE,     0},
     {MC_STATE_POSTCOPY_PAUSED,   MC_EVENT_RECOVERED,          kHS,  0,     MC_STATE_POSTCOPY_COMMITTED,  0},
     // A recovery attempt broke: still paused, ready for the next one.
@@ -155,6 +158,10 @@ constexpr Refusal kRefusals[] = {
      "the package and start the guest, so the source cannot resume it; it "
      "keeps waiting for the acknowledgement (a broken connection pauses "
      "the migration for a post-copy recovery)"},
+    {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_ALL_SENT,
+     "the guest was running when post-copy started and the destination "
+     "has not asked to start it: the source keeps it (migrate_cancel "
+     "resumes it) until the destination starts ('cont' or autostart)"},
     {MC_ROLE_SOURCE, MC_STATE_POSTCOPY_PAUSED, MC_EVENT_CANCEL_REQUESTED,
      "the destination may be running the guest, so the source cannot resume "
      "it; use post-copy recovery (migrate-recover, migrate with resume)"},
@@ -307,6 +314,16 @@ int mc_switchover_enable_handshake(McSwitchover *sw)
         return -1;
     }
     sw->flags |= MC_FLAG_START_HANDSHAKE;
+    return 0;
+}
+
+int mc_switchover_set_guest_running(McSwitchover *sw)
+{
+    if (!sw || sw->role != MC_ROLE_SOURCE ||
+        (sw->state != MC_STATE_ACTIVE && sw->state != MC_STATE_DEVICE)) {
+        return -1;
+    }
+    sw->flags |= MC_FLAG_GUEST_RUNNING;
     return 0;
 }
 

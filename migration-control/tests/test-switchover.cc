@@ -26,17 +26,21 @@ struct Expect {
 struct Flags {
     bool rp;   // return path
     bool hs;   // start handshake
+    bool gr;   // source: the guest was running when post-copy started
     uint32_t bits() const
     {
-        return (rp ? MC_FLAG_RETURN_PATH : 0) | (hs ? MC_FLAG_START_HANDSHAKE : 0);
+        return (rp ? MC_FLAG_RETURN_PATH : 0) | (hs ? MC_FLAG_START_HANDSHAKE : 0) |
+               (gr ? MC_FLAG_GUEST_RUNNING : 0);
     }
     std::string name() const
     {
-        return !rp ? "no-return-path" : hs ? "handshake" : "return-path";
+        return std::string(!rp ? "no-return-path" : hs ? "handshake" : "return-path") +
+               (gr ? "+guest-running" : "");
     }
 };
 
-const Flags kFlagSets[] = {{false, false}, {true, false}, {true, true}};
+const Flags kFlagSets[] = {{false, false, false}, {true, false, false}, {true, true, false},
+                           {false, false, true},  {true, false, true},  {true, true, true}};
 
 using Key = std::tuple<McRole, uint32_t, McState, McEvent>;
 
@@ -115,9 +119,13 @@ std::map<Key, Expect> expected()
                 MC_STATE_POSTCOPY_PAUSED, 0);
             src(MC_STATE_POSTCOPY_COMMITTED, MC_EVENT_COMPLETED,
                 MC_STATE_COMPLETED, 0);
-            // Everything sent without a request: commit, then complete
-            src(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_ALL_SENT,
-                MC_STATE_POSTCOPY_COMMITTED, 0);
+            // Everything sent without a request: a paused guest's source
+            // commits, then completes; a running guest's keeps waiting
+            // for the request (or a cancel)
+            if (!f.gr) {
+                src(MC_STATE_POSTCOPY_ACTIVE, MC_EVENT_ALL_SENT,
+                    MC_STATE_POSTCOPY_COMMITTED, 0);
+            }
             src(MC_STATE_POSTCOPY_PAUSED, MC_EVENT_RECOVERED,
                 MC_STATE_POSTCOPY_COMMITTED, 0);
         }
@@ -315,6 +323,30 @@ void test_object_paths()
     check(mc_switchover_fire(sw, MC_EVENT_ACK_TIMEOUT, &t, nullptr, 0) == 0 &&
           t.to == MC_STATE_FAILED && (t.actions & MC_ACTION_RESUME_SOURCE),
           "source with handshake: silent destination -> failed, resume source");
+    mc_switchover_free(sw);
+
+    // A running guest's source does not commit without a grant, and says why
+    sw = mc_switchover_new(MC_ROLE_SOURCE, MC_FLAG_RETURN_PATH | MC_FLAG_START_HANDSHAKE);
+    mc_switchover_fire(sw, MC_EVENT_SWITCHOVER_STARTED, nullptr, nullptr, 0);
+    check(mc_switchover_set_guest_running(sw) == 0 &&
+          (mc_switchover_flags(sw) & MC_FLAG_GUEST_RUNNING),
+          "guest running: set before the package");
+    mc_switchover_fire(sw, MC_EVENT_PACKAGE_SENT, nullptr, nullptr, 0);
+    mc_switchover_fire(sw, MC_EVENT_PACKAGE_LOADED, nullptr, nullptr, 0);
+    check(mc_switchover_fire(sw, MC_EVENT_ALL_SENT, &t, err, sizeof(err)) == -1 &&
+          std::strstr(err, "migrate_cancel") &&
+          mc_switchover_state(sw) == MC_STATE_POSTCOPY_ACTIVE,
+          "guest running: everything sent, no request -> no commit, says why");
+    check(mc_switchover_fire(sw, MC_EVENT_CANCEL_REQUESTED, &t, nullptr, 0) == 0 &&
+          t.to == MC_STATE_CANCELLED && (t.actions & MC_ACTION_RESUME_SOURCE),
+          "guest running: everything sent -> migrate_cancel still resumes");
+    check(mc_switchover_set_guest_running(sw) == -1,
+          "guest running: refused after the package");
+    mc_switchover_free(sw);
+    sw = mc_switchover_new(MC_ROLE_DESTINATION, MC_FLAG_RETURN_PATH);
+    check(mc_switchover_set_guest_running(sw) == -1 &&
+          mc_switchover_set_guest_running(nullptr) == -1,
+          "guest running: refused on the destination and for NULL");
     mc_switchover_free(sw);
 
     // In-band negotiation turns the handshake on before the package only

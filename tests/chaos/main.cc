@@ -242,6 +242,7 @@ int main(int argc, char **argv)
     // The self-test runs with image locking off and is calibrated on the
     // plans from before issue 13's configurations.
     feat.extras = !classic && o.brk.empty();
+    feat.no_handshake = o.brk == "source-resume";
     feat.forced = forced;
     int huge_free = host_hugepages_free();
     feat.hugepages = huge_free >= kHugePagesNeeded;

@@ -60,6 +60,10 @@ RoundConfig plan_round(uint64_t seed, int round, const Features &feat)
         // from the same draw, so that plans stay put
         c.negotiate = (dt >> 1) & 1;
     }
+    if (feat.no_handshake) {
+        c.handshake = 0;
+        c.negotiate = feat.negotiate ? 0 : -1;
+    }
     if (feat.break_action) {
         c.break_action = ba ? "pause" : "keep-running";
     }

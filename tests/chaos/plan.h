@@ -51,6 +51,11 @@ struct Features {
     bool negotiate = false;   // x-postcopy-start-handshake-negotiate
     bool break_action = false;
     bool detect_timeout = false;
+    // Every round without the start handshake (negotiation off): the
+    // self-test's broken source, a 'cont' after the switchover, is refused
+    // once the handshake handed the guest over, and accepted without it,
+    // as by QEMU 10.0
+    bool no_handshake = false;
     // Not the binaries': the host has enough free 2 MiB huge pages for
     // both guests (/proc/meminfo HugePages_Free)
     bool hugepages = false;

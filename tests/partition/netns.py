@@ -117,7 +117,7 @@ def heal():
 
 
 def wrapper(binary, workdir):
-    """An executable that runs @binary inside the namespace (qmp.QEMU takes
+    """An executable that runs @binary inside the namespace (forkvm.QEMU takes
     a binary path)."""
     path = os.path.join(workdir, "qemu-in-netns")
     with open(path, "w") as f:

@@ -11,7 +11,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 sys.path.insert(0, HERE)
 import netns  # noqa: E402
-from qmp import (PCF, QEMU, QMPError, guest_args, postcopy_prepare,  # noqa: E402
+from forkvm import (PCF, QEMU, QMPError, guest_args, postcopy_prepare,  # noqa: E402
                  wait_first_pass, wait_until)
 
 PAGE = 4096

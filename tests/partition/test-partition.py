@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import netns  # noqa: E402
 import scenario  # noqa: E402
-from qmp import PCF, write_bootsector  # noqa: E402
+from forkvm import PCF, write_bootsector  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 T_MS = 1000
