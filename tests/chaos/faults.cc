@@ -78,7 +78,7 @@ bool fault_apply(Fault f, FaultTargets &t, std::string *err)
         ok = t.dst.qmp.ok("cont", "", err, 5000);
         break;
     case Fault::StopCmdDst:
-        ok = t.dst.qmp.ok("stop", "", err, 5000);
+        ok = t.dst.qmp.ok("stop", "", err, 15000);   // it may wait 5 s for a page
         break;
     case Fault::PauseSrc:
         ok = t.src.qmp.ok("migrate-pause", "", err, 5000);
