@@ -12,7 +12,8 @@
  * Threads (proctypes), each step as the C code takes it:
  *   source: SrcMigration (migration_thread), SrcReturnPath
  *           (source_return_path_thread), SrcMain (QMP migrate_cancel,
- *           timers, migration_cleanup; the main loop, under the BQL);
+ *           timers, migration_cleanup; the main loop, under the BQL),
+ *           SrcDetector (the failure detector's thread, without it);
  *   destination: DstMain (the load coroutine, bottom halves, QMP cont,
  *           timers), DstListen (postcopy_ram_listen_thread);
  *   Env: the network, crashes, post-copy recovery.
@@ -885,14 +886,6 @@ end_main:
         :: sst == MCancelling && !deny_sent -> conn_break(); m_err = 1
         :: else -> skip
         fi }
-    /* The failure detector in postcopy-device: may the source give up? */
-    :: atomic { ext && F_DETECTOR && src_alive && breaks < MAX_BREAKS && up && sst == MPostcopyDevice && !src_bql ->
-        src_check(OnAckTimeout, rc, act);
-        if
-        :: rc == R_OK -> breaks++; s_err = 1; conn_break(); m_err = 1
-        :: else -> skip
-        fi;
-        rc = 0; act = 0 }
     /* migration_cleanup(): shut the return path down if failed, join it */
     :: atomic { mt_done && src_alive && !cleaned -> cleaned = 1;
         if
@@ -909,6 +902,27 @@ end_main:
     }
 end_dead:
     skip
+}
+
+/* ------------------------------------------------------------------ */
+/* Source: the failure detector's thread (mig/detector, no BQL)        */
+/* ------------------------------------------------------------------ */
+
+active proctype SrcDetector()
+{
+    byte rc, act;
+
+end_detector:
+    do
+    /* The failure detector in postcopy-device: may the source give up? */
+    :: atomic { ext && F_DETECTOR && src_alive && breaks < MAX_BREAKS && up && sst == MPostcopyDevice ->
+        src_check(OnAckTimeout, rc, act);
+        if
+        :: rc == R_OK -> breaks++; s_err = 1; conn_break(); m_err = 1
+        :: else -> skip
+        fi;
+        rc = 0; act = 0 }
+    od
 }
 
 /* ------------------------------------------------------------------ */
